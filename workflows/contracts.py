@@ -1,0 +1,360 @@
+"""What crosses the workflow boundary: activity names, inputs and outputs, the booking view.
+
+One frozen dataclass in and one out for every activity, so fields can be added without breaking
+callers or histories. Activity names are plain strings here because `workflows/` must not import
+the activity implementations (they do I/O); the activities register under these same names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from workflows.model import (
+    BookingRequest,
+    BookingStatus,
+    CancellationTerms,
+    ItemKind,
+    ItemStatus,
+    Money,
+    PaymentStatus,
+)
+
+TASK_QUEUE = "passage-bookings"
+
+
+class ErrorType(StrEnum):
+    """Machine-readable failure causes: the `type` of ApplicationErrors and of the booking error."""
+
+    SOLD_OUT = "SOLD_OUT"
+    PRICE_CHANGED = "PRICE_CHANGED"
+    OFFER_NOT_FOUND = "OFFER_NOT_FOUND"
+    INVALID_REQUEST = "INVALID_REQUEST"
+    HOLD_EXPIRED = "HOLD_EXPIRED"
+    NOT_CANCELLABLE = "NOT_CANCELLABLE"
+    SUPPLIER_UNAVAILABLE = "SUPPLIER_UNAVAILABLE"
+    SUPPLIER_REFUSED = "SUPPLIER_REFUSED"
+    PAYMENT_DECLINED = "PAYMENT_DECLINED"
+    PAYMENT_ACTION_FAILED = "PAYMENT_ACTION_FAILED"
+    PAYMENT_ACTION_TIMEOUT = "PAYMENT_ACTION_TIMEOUT"
+    PAYMENT_FAILED = "PAYMENT_FAILED"
+    CANCELLED_BY_CUSTOMER = "CANCELLED_BY_CUSTOMER"
+    CANCELLED_BY_STAFF = "CANCELLED_BY_STAFF"
+    STOPPED = "STOPPED"
+
+
+#: Business refusals: retrying the same call cannot succeed, so activities raise them non-retryable.
+NON_RETRYABLE_ERRORS: tuple[ErrorType, ...] = (
+    ErrorType.SOLD_OUT,
+    ErrorType.PRICE_CHANGED,
+    ErrorType.OFFER_NOT_FOUND,
+    ErrorType.INVALID_REQUEST,
+    ErrorType.HOLD_EXPIRED,
+    ErrorType.NOT_CANCELLABLE,
+    ErrorType.SUPPLIER_REFUSED,
+    ErrorType.PAYMENT_DECLINED,
+    ErrorType.PAYMENT_FAILED,
+)
+
+
+class ActivityName(StrEnum):
+    QUOTE_ITEM = "quote_item"
+    HOLD_ITEM = "hold_item"
+    CONFIRM_ITEM = "confirm_item"
+    RELEASE_ITEM = "release_item_if_present"
+    CANCEL_ITEM = "cancel_item_if_confirmed"
+    AUTHORIZE_PAYMENT = "authorize_payment"
+    GET_PAYMENT = "get_payment"
+    VOID_PAYMENT = "void_payment_if_present"
+    CAPTURE_PAYMENT = "capture_payment"
+    REFUND_PAYMENT = "refund_payment"
+    RECORD_BOOKING = "record_booking"
+
+
+def client_ref(booking_id: str, item_id: str, operation: str) -> str:
+    """The supplier client reference of one operation: stable across retries and worker restarts."""
+    return f"{booking_id}:{item_id}:{operation}"
+
+
+def idempotency_key(booking_id: str, step: str) -> str:
+    """The Stripe idempotency key of one payment step: booking id + step, never random."""
+    return f"{booking_id}:{step}"
+
+
+# --- supplier activities -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuoteItemInput:
+    booking_id: str
+    item_id: str
+    offer_id: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class ItemQuote:
+    offer_id: str
+    kind: ItemKind
+    supplier: str
+    price: Money
+    cancellation: CancellationTerms
+    hold_ttl_seconds: int
+
+
+@dataclass(frozen=True)
+class HoldItemInput:
+    booking_id: str
+    item_id: str
+    offer_id: str
+    quantity: int
+    supplier: str = ""
+
+
+@dataclass(frozen=True)
+class ItemHold:
+    hold_ref: str
+    expires_at: str
+
+
+@dataclass(frozen=True)
+class ConfirmItemInput:
+    booking_id: str
+    item_id: str
+    hold_ref: str
+    supplier: str = ""
+
+
+@dataclass(frozen=True)
+class ItemConfirmation:
+    supplier_ref: str
+    confirmation_code: str
+
+
+@dataclass(frozen=True)
+class ReleaseItemInput:
+    """Release the item's hold if it is still live; `hold_ref` is None when the hold call was lost."""
+
+    booking_id: str
+    item_id: str
+    hold_ref: str | None = None
+    supplier: str = ""
+
+
+@dataclass(frozen=True)
+class ItemRelease:
+    status: str
+
+
+@dataclass(frozen=True)
+class CancelItemInput:
+    """Cancel the item's supplier booking if it exists; refs are None when the confirm call was lost."""
+
+    booking_id: str
+    item_id: str
+    supplier_ref: str | None = None
+    hold_ref: str | None = None
+    supplier: str = ""
+
+
+@dataclass(frozen=True)
+class ItemCancellation:
+    status: str
+    fee: Money | None = None
+
+
+# --- payment activities --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuthorizePaymentInput:
+    booking_id: str
+    amount: Money
+    payment_method: str
+    customer_ref: str
+
+
+@dataclass(frozen=True)
+class PaymentAuthorization:
+    """The PaymentIntent after confirmation: `requires_capture`, or `requires_action` for 3-D Secure."""
+
+    payment_intent_id: str
+    status: str
+    amount: Money
+    client_secret: str | None = None
+
+
+@dataclass(frozen=True)
+class GetPaymentInput:
+    payment_intent_id: str
+
+
+@dataclass(frozen=True)
+class PaymentState:
+    payment_intent_id: str
+    status: str
+    amount_capturable: int = 0
+    amount_received: int = 0
+    amount_refunded: int = 0
+    failure_message: str | None = None
+
+
+@dataclass(frozen=True)
+class VoidPaymentInput:
+    """Void the booking's authorization if one exists.
+
+    When `payment_intent_id` is None the authorize call's outcome was lost; the gateway learns it by
+    replaying the authorization request with its idempotency key (`authorization`).
+    """
+
+    authorization: AuthorizePaymentInput
+    payment_intent_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PaymentVoid:
+    status: str
+    refunded: Money | None = None
+
+
+@dataclass(frozen=True)
+class CapturePaymentInput:
+    booking_id: str
+    payment_intent_id: str
+    amount: Money
+
+
+@dataclass(frozen=True)
+class PaymentCapture:
+    amount: Money
+
+
+@dataclass(frozen=True)
+class RefundPaymentInput:
+    """Refund `amount` of a captured PaymentIntent; `reason` names the step (part of the key)."""
+
+    booking_id: str
+    payment_intent_id: str
+    amount: Money
+    reason: str
+
+
+@dataclass(frozen=True)
+class PaymentRefund:
+    refund_id: str
+    amount: Money
+
+
+# --- the booking view (query result, memo, ledger snapshot) -------------------------------------
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    seq: int
+    at: str
+    step: str
+    outcome: str
+    detail: str = ""
+    actor: str | None = None
+
+
+@dataclass(frozen=True)
+class BookingError:
+    type: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ItemView:
+    item_id: str
+    offer_id: str
+    quantity: int
+    optional: bool
+    status: ItemStatus
+    price: Money
+    kind: ItemKind | None = None
+    supplier: str | None = None
+    hold_ref: str | None = None
+    hold_expires_at: str | None = None
+    supplier_ref: str | None = None
+    confirmation_code: str | None = None
+    cancellation: CancellationTerms | None = None
+    cancellation_fee: Money | None = None
+    error: BookingError | None = None
+
+
+@dataclass(frozen=True)
+class PaymentView:
+    status: PaymentStatus
+    authorized: Money
+    captured: Money
+    refunded: Money
+    fees_kept: Money
+    payment_intent_id: str | None = None
+    client_secret: str | None = None
+
+
+@dataclass(frozen=True)
+class AttentionView:
+    """Why a booking is stuck and on which step; cleared by an operator's retry or resolve."""
+
+    step: str
+    reason: str
+    since: str
+
+
+@dataclass(frozen=True)
+class BookingView:
+    booking_id: str
+    status: BookingStatus
+    step: str
+    currency: str
+    expected_total: Money
+    quoted_total: Money | None
+    items: tuple[ItemView, ...]
+    payment: PaymentView
+    timeline: tuple[TimelineEntry, ...]
+    error: BookingError | None
+    attention: AttentionView | None
+    version: int
+    updated_at: str
+    created_at: str
+    customer_ref: str
+
+
+# --- workflow messages ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CancelBookingRequest:
+    actor: str = "customer"
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class PriceDecision:
+    accept: bool
+    actor: str = "customer"
+
+
+@dataclass(frozen=True)
+class PaymentEvent:
+    """A Stripe webhook forwarded to the workflow: a hint to re-read the PaymentIntent."""
+
+    event_id: str
+    type: str
+    payment_intent_id: str
+
+
+@dataclass(frozen=True)
+class StaffAction:
+    actor: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class RecordBookingInput:
+    """A snapshot of the booking for the ledger; the store keeps only the newest `view.version`."""
+
+    request: BookingRequest
+    view: BookingView
