@@ -133,7 +133,7 @@ class ItemConfirmation:
 
 @dataclass(frozen=True)
 class ReleaseItemInput:
-    """Release the item's hold if it is still live; `hold_ref` is None when the hold call was lost."""
+    """Release the item's hold if still live; `hold_ref` is None when the hold call was lost."""
 
     booking_id: str
     item_id: str
@@ -148,7 +148,7 @@ class ItemRelease:
 
 @dataclass(frozen=True)
 class CancelItemInput:
-    """Cancel the item's supplier booking if it exists; refs are None when the confirm call was lost."""
+    """Cancel the item's supplier booking if any; refs are None when the confirm answer was lost."""
 
     booking_id: str
     item_id: str
@@ -176,7 +176,7 @@ class AuthorizePaymentInput:
 
 @dataclass(frozen=True)
 class PaymentAuthorization:
-    """The PaymentIntent after confirmation: `requires_capture`, or `requires_action` for 3-D Secure."""
+    """The PaymentIntent once confirmed: `requires_capture`, or `requires_action` for 3-D Secure."""
 
     payment_intent_id: str
     status: str

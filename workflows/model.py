@@ -126,7 +126,7 @@ class BookingItemRequest:
 
 @dataclass(frozen=True)
 class Traveller:
-    """Personal data: travels only in codec-encrypted payloads, never in logs or search attributes."""
+    """Personal data: only in codec-encrypted payloads, never in logs or search attributes."""
 
     first_name: str
     last_name: str

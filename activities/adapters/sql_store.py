@@ -1,0 +1,805 @@
+"""SqlBookingStore: the booking ledger on PostgreSQL (production) or a SQLite file (the default).
+
+The BookingWorkflow sends a full snapshot (`RecordBookingInput`) at every transition, without
+waiting, so snapshots arrive more than once and out of order. One transaction per snapshot:
+
+1. Upsert the booking row guarded by `version` (`ON CONFLICT DO UPDATE ... WHERE version <
+   excluded.version`). The conflicting row is locked on PostgreSQL and SQLite writers take the
+   database lock up front (`BEGIN IMMEDIATE`), so snapshots of one booking are serialized.
+2. Only when this snapshot is the newest: upsert its items, travellers, payments and refunds by
+   business key and delete the ones it no longer has. A stale or repeated snapshot changes nothing.
+3. Always: insert its timeline entries once each (`ON CONFLICT (booking_id, seq) DO NOTHING`).
+
+Money rows derived from `view.payment` (one currency per booking, the contract's rule):
+
+- `payments` row `authorization` once the view has a PaymentIntent or a non-zero `authorized`
+  (amount = `authorized`); row `capture` once `captured` is non-zero (amount = `captured`).
+- `refunds`: one row once `refunded` or `fees_kept` is non-zero (amount = `refunded`, fee =
+  `fees_kept`). Its reason is `cancellation` when an item carries a `cancellation_fee` (confirmed
+  items cancelled under their terms; each item's fee stays on its `booking_items` row) and
+  `compensation` otherwise (the saga gave back a captured payment).
+
+`get_view` rebuilds the BookingView from these rows exactly, except `payment.client_secret`: the
+3-D Secure secret belongs to the checkout frontend only and is never written to the ledger.
+Traveller document numbers are reduced to a short hint; the access token arrives already hashed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    create_engine,
+    delete,
+    event,
+    exists,
+    or_,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlmodel import Session, SQLModel, col
+from sqlmodel import select as sqlmodel_select
+
+from activities.adapters.tables import (
+    BookingEventRow,
+    BookingItemRow,
+    BookingRow,
+    PaymentRow,
+    RefundRow,
+    TravellerRow,
+    WebhookEventRow,
+)
+from activities.ports import BookingStore
+from workflows.contracts import (
+    AttentionView,
+    BookingError,
+    BookingView,
+    ItemView,
+    PaymentView,
+    RecordBookingInput,
+    TimelineEntry,
+)
+from workflows.model import (
+    BookingRequest,
+    BookingStatus,
+    CancellationTerms,
+    ItemKind,
+    ItemStatus,
+    Money,
+    PaymentStatus,
+    Traveller,
+)
+
+#: The largest page staff search serves; bigger requests are refused rather than silently cut.
+MAX_PAGE_SIZE = 500
+
+_WRITE_OPTION = "passage_ledger_write"
+
+
+class LedgerError(ValueError):
+    """A snapshot the ledger cannot record as sent (e.g. two currencies): retrying cannot help."""
+
+
+class InvalidCursor(ValueError):
+    """A search cursor that this store did not issue (tampered, truncated or from another sort)."""
+
+
+@dataclass(frozen=True)
+class BookingSummary:
+    """One line of the staff booking list: enough to pick the booking, not the whole view."""
+
+    booking_id: str
+    status: BookingStatus
+    step: str
+    customer_email: str
+    customer_name: str
+    total: Money
+    suppliers: tuple[str, ...]
+    created_at: str
+    updated_at: str
+    attention: AttentionView | None
+
+
+class LedgerStore(BookingStore, Protocol):
+    """BookingStore plus what the API, the CLI and the webhook endpoint read from the ledger."""
+
+    async def get_access_token_hash(self, booking_id: str) -> str | None: ...
+
+    async def events(self, booking_id: str) -> tuple[TimelineEntry, ...]: ...
+
+    async def search(
+        self,
+        status: BookingStatus | str | None = None,
+        email: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        supplier: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[BookingSummary], str | None]: ...
+
+    async def mark_webhook_event_processed(self, event_id: str) -> bool: ...
+
+    async def unmark_webhook_event(self, event_id: str) -> None: ...
+
+
+# --- engine --------------------------------------------------------------------------------------
+
+
+def make_engine(database_url: str) -> Engine:
+    """An engine for `DATABASE_URL`: `postgresql+psycopg://...` or `sqlite:///path` (the default).
+
+    Plain `postgresql://` and `postgres://` URLs (docker-compose, hosting providers) get the
+    psycopg 3 driver. SQLite gets its file's directory created, WAL (readers never block the
+    writer), enforced foreign keys and a busy timeout so concurrent writers wait instead of failing.
+    """
+    url = make_url(_with_psycopg_driver(database_url))
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
+    event.listen(engine, "connect", _configure_sqlite_connection)
+    event.listen(engine, "begin", _begin_sqlite_transaction)
+    return engine
+
+
+def for_writing(engine: Engine) -> Engine:
+    """The same engine whose transactions take the write lock when they begin.
+
+    On SQLite a deferred transaction that reads then writes can fail with SQLITE_BUSY without
+    waiting; `BEGIN IMMEDIATE` queues writers behind the busy timeout instead. PostgreSQL's row
+    locks need nothing, so there the option is ignored.
+    """
+    return engine.execution_options(**{_WRITE_OPTION: True})
+
+
+def _with_psycopg_driver(database_url: str) -> str:
+    for scheme in ("postgres://", "postgresql://"):
+        if database_url.startswith(scheme):
+            return "postgresql+psycopg://" + database_url[len(scheme) :]
+    return database_url
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # pysqlite's own implicit BEGIN is disabled so `_begin_sqlite_transaction` chooses the mode.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        _use_wal(cursor)
+    finally:
+        cursor.close()
+
+
+def _use_wal(cursor: Any) -> None:
+    """Switch the file to WAL once (it persists); tolerate another connection doing it first.
+
+    Changing the journal mode fails at once, without the busy timeout, while another connection
+    holds a lock; that connection configured WAL itself before it took the lock.
+    """
+    for attempt in range(100):
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            time.sleep(0.01 * (attempt + 1))
+    cursor.execute("PRAGMA journal_mode=WAL")
+
+
+def _begin_sqlite_transaction(connection: Connection) -> None:
+    immediate = connection.get_execution_options().get(_WRITE_OPTION, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+# --- the store -----------------------------------------------------------------------------------
+
+
+class SqlBookingStore:
+    """The ledger behind the `record_booking` activity, the API and the staff CLI.
+
+    The database work is synchronous and runs in a worker thread, so the async methods can be
+    awaited from activities and FastAPI handlers without blocking the event loop.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._writer = for_writing(engine)
+        self._is_postgres = engine.dialect.name == "postgresql"
+        # One snapshot per read on PostgreSQL, so a view never mixes two versions of a booking
+        # (SQLite's WAL read transactions are snapshots already).
+        self._reader = (
+            engine.execution_options(isolation_level="REPEATABLE READ")
+            if self._is_postgres
+            else engine
+        )
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    async def record(self, snapshot: RecordBookingInput) -> None:
+        """Record one snapshot; idempotent, and a stale version never overwrites a newer one."""
+        await asyncio.to_thread(self._record, snapshot)
+
+    async def mark_webhook_event_processed(self, event_id: str) -> bool:
+        """True the first time `event_id` is seen, False ever after (atomic across processes)."""
+        return await asyncio.to_thread(self._mark_webhook_event, event_id)
+
+    async def unmark_webhook_event(self, event_id: str) -> None:
+        """Forget `event_id` when forwarding it failed, so the provider's redelivery counts."""
+        await asyncio.to_thread(self._unmark_webhook_event, event_id)
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    async def get_view(self, booking_id: str) -> BookingView | None:
+        """The booking as its newest recorded snapshot showed it, or None if never recorded."""
+        return await asyncio.to_thread(self._get_view, booking_id)
+
+    async def get_access_token_hash(self, booking_id: str) -> str | None:
+        """The stored hash of the customer's access token (None when the booking is unknown)."""
+        return await asyncio.to_thread(self._get_access_token_hash, booking_id)
+
+    async def events(self, booking_id: str) -> tuple[TimelineEntry, ...]:
+        """The audit trail: every step, transition and staff action (`actor`), in order."""
+        return await asyncio.to_thread(self._events, booking_id)
+
+    async def search(
+        self,
+        status: BookingStatus | str | None = None,
+        email: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        supplier: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[BookingSummary], str | None]:
+        """Staff search, newest first, `limit` per page; pass the returned cursor for the next.
+
+        Filters combine with AND: `email` matches case-insensitively, `created_from` is inclusive
+        and `created_to` exclusive (naive datetimes are UTC), `supplier` matches any item. The
+        order (created_at, booking_id) is total, so pages never repeat or skip a booking even
+        while new bookings arrive.
+
+        Raises:
+            InvalidCursor: the cursor was not issued by this store.
+            ValueError: `limit` is outside 1..MAX_PAGE_SIZE.
+        """
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+        after = _decode_cursor(cursor) if cursor else None
+        return await asyncio.to_thread(
+            self._search, status, email, created_from, created_to, supplier, limit, after
+        )
+
+    # --- synchronous work (runs in a thread) -----------------------------------------------------
+
+    def _record(self, snapshot: RecordBookingInput) -> None:
+        request, view = snapshot.request, snapshot.view
+        now = datetime.now(UTC)
+        booking = _booking_row(request, view, now)
+        with self._writer.begin() as conn:
+            if self._upsert_booking(conn, booking):
+                booking_id = view.booking_id
+                self._replace(
+                    conn, BookingItemRow, "item_id", booking_id, _item_rows(request, view)
+                )
+                self._replace(conn, TravellerRow, "position", booking_id, _traveller_rows(request))
+                self._replace(conn, PaymentRow, "kind", booking_id, _payment_rows(view, now))
+                self._replace(conn, RefundRow, "reason", booking_id, _refund_rows(view, now))
+            self._append_events(conn, view, now)
+
+    def _upsert_booking(self, conn: Connection, row: BookingRow) -> bool:
+        """Insert or update the booking if this version is newer; True when it was written."""
+        table = _table(BookingRow)
+        values = row.model_dump()
+        insert = self._insert(table).values(values)
+        immutable = {"booking_id", "created_at", "created_at_text"}
+        upsert = insert.on_conflict_do_update(
+            index_elements=[table.c.booking_id],
+            set_={name: insert.excluded[name] for name in values if name not in immutable},
+            where=table.c.version < insert.excluded.version,
+        ).returning(table.c.booking_id)
+        return conn.execute(upsert).first() is not None
+
+    def _replace(
+        self,
+        conn: Connection,
+        model: type[SQLModel],
+        key: str,
+        booking_id: str,
+        rows: Sequence[SQLModel],
+    ) -> None:
+        """Make `model`'s rows of this booking exactly `rows`: upsert by key, delete the rest."""
+        table = _table(model)
+        values = [row.model_dump() for row in rows]
+        if values:
+            stmt = self._insert(table).values(values)
+            primary_key = {"booking_id", key}
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[table.c.booking_id, table.c[key]],
+                set_={name: stmt.excluded[name] for name in values[0] if name not in primary_key},
+            )
+            conn.execute(stmt)
+        conn.execute(
+            delete(table).where(
+                table.c.booking_id == booking_id,
+                table.c[key].not_in([value[key] for value in values]),
+            )
+        )
+
+    def _append_events(self, conn: Connection, view: BookingView, now: datetime) -> None:
+        if not view.timeline:
+            return
+        table = _table(BookingEventRow)
+        # Always in seq order, so two transactions inserting the same events cannot deadlock.
+        entries = sorted(view.timeline, key=lambda entry: entry.seq)
+        values = [_event_row(view.booking_id, entry, now).model_dump() for entry in entries]
+        stmt = self._insert(table).values(values)
+        conn.execute(stmt.on_conflict_do_nothing(index_elements=[table.c.booking_id, table.c.seq]))
+
+    def _mark_webhook_event(self, event_id: str) -> bool:
+        table = _table(WebhookEventRow)
+        row = WebhookEventRow(event_id=event_id, processed_at=datetime.now(UTC))
+        stmt = (
+            self._insert(table)
+            .values(row.model_dump())
+            .on_conflict_do_nothing(index_elements=[table.c.event_id])
+            .returning(table.c.event_id)
+        )
+        with self._writer.begin() as conn:
+            return conn.execute(stmt).first() is not None
+
+    def _unmark_webhook_event(self, event_id: str) -> None:
+        table = _table(WebhookEventRow)
+        with self._writer.begin() as conn:
+            conn.execute(delete(table).where(table.c.event_id == event_id))
+
+    def _get_view(self, booking_id: str) -> BookingView | None:
+        with self._session() as session:
+            booking = session.get(BookingRow, booking_id)
+            if booking is None:
+                return None
+            items = session.exec(
+                sqlmodel_select(BookingItemRow)
+                .where(BookingItemRow.booking_id == booking_id)
+                .order_by(col(BookingItemRow.position))
+            ).all()
+            payments = session.exec(
+                sqlmodel_select(PaymentRow).where(PaymentRow.booking_id == booking_id)
+            ).all()
+            refunds = session.exec(
+                sqlmodel_select(RefundRow).where(RefundRow.booking_id == booking_id)
+            ).all()
+            events = self._event_rows(session, booking_id)
+        return _view(booking, items, payments, refunds, events)
+
+    def _get_access_token_hash(self, booking_id: str) -> str | None:
+        with self._session() as session:
+            booking = session.get(BookingRow, booking_id)
+            return None if booking is None else booking.access_token_hash
+
+    def _events(self, booking_id: str) -> tuple[TimelineEntry, ...]:
+        with self._session() as session:
+            return tuple(_timeline_entry(row) for row in self._event_rows(session, booking_id))
+
+    def _search(
+        self,
+        status: BookingStatus | str | None,
+        email: str | None,
+        created_from: datetime | None,
+        created_to: datetime | None,
+        supplier: str | None,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> tuple[list[BookingSummary], str | None]:
+        created_at, booking_id = col(BookingRow.created_at), col(BookingRow.booking_id)
+        query = sqlmodel_select(BookingRow)
+        if status is not None:
+            query = query.where(BookingRow.status == str(status))
+        if email is not None:
+            query = query.where(BookingRow.customer_email_lower == _normalized_email(email))
+        if created_from is not None:
+            query = query.where(created_at >= created_from)
+        if created_to is not None:
+            query = query.where(created_at < created_to)
+        if supplier is not None:
+            query = query.where(
+                exists(
+                    select(col(BookingItemRow.booking_id)).where(
+                        col(BookingItemRow.booking_id) == booking_id,
+                        col(BookingItemRow.supplier) == supplier,
+                    )
+                )
+            )
+        if after is not None:
+            after_created_at, after_booking_id = after
+            query = query.where(
+                or_(
+                    created_at < after_created_at,
+                    and_(created_at == after_created_at, booking_id < after_booking_id),
+                )
+            )
+        query = query.order_by(created_at.desc(), booking_id.desc()).limit(limit + 1)
+        with self._session() as session:
+            bookings = list(session.exec(query).all())
+            page, more = bookings[:limit], len(bookings) > limit
+            suppliers = self._suppliers(session, [booking.booking_id for booking in page])
+        summaries = [_summary(booking, suppliers.get(booking.booking_id, ())) for booking in page]
+        next_cursor = _encode_cursor(page[-1].created_at, page[-1].booking_id) if more else None
+        return summaries, next_cursor
+
+    # --- small pieces ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with Session(self._reader) as session:
+            yield session
+
+    def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
+        """The dialect's INSERT, which has ON CONFLICT on both PostgreSQL and SQLite."""
+        if self._is_postgres:
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    @staticmethod
+    def _event_rows(session: Session, booking_id: str) -> Sequence[BookingEventRow]:
+        return session.exec(
+            sqlmodel_select(BookingEventRow)
+            .where(BookingEventRow.booking_id == booking_id)
+            .order_by(col(BookingEventRow.seq))
+        ).all()
+
+    @staticmethod
+    def _suppliers(session: Session, booking_ids: list[str]) -> dict[str, tuple[str, ...]]:
+        if not booking_ids:
+            return {}
+        items = session.exec(
+            sqlmodel_select(BookingItemRow)
+            .where(col(BookingItemRow.booking_id).in_(booking_ids))
+            .order_by(col(BookingItemRow.booking_id), col(BookingItemRow.position))
+        ).all()
+        suppliers: dict[str, tuple[str, ...]] = {}
+        for item in items:
+            seen = suppliers.get(item.booking_id, ())
+            if item.supplier is not None and item.supplier not in seen:
+                suppliers[item.booking_id] = (*seen, item.supplier)
+        return suppliers
+
+
+def _table(model: type[SQLModel]) -> Table:
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
+
+
+# --- snapshot -> rows ----------------------------------------------------------------------------
+
+
+def _booking_row(request: BookingRequest, view: BookingView, now: datetime) -> BookingRow:
+    minor = _minor_units(view.currency)
+    payment = view.payment
+    return BookingRow(
+        booking_id=view.booking_id,
+        version=view.version,
+        status=view.status.value,
+        step=view.step,
+        currency=view.currency,
+        expected_total_minor=minor(view.expected_total),
+        quoted_total_minor=None if view.quoted_total is None else minor(view.quoted_total),
+        payment_status=payment.status.value,
+        error_type=None if view.error is None else view.error.type,
+        error_message=None if view.error is None else view.error.message,
+        attention_step=None if view.attention is None else view.attention.step,
+        attention_reason=None if view.attention is None else view.attention.reason,
+        attention_since=None if view.attention is None else view.attention.since,
+        customer_ref=view.customer_ref,
+        customer_email=request.customer_email,
+        customer_email_lower=_normalized_email(request.customer_email),
+        customer_name=request.customer_name,
+        access_token_hash=request.access_token_hash,
+        created_at=(
+            _parse_timestamp(view.created_at)
+            or _parse_timestamp(request.created_at)
+            or _parse_timestamp(view.updated_at)
+            or now
+        ),
+        created_at_text=view.created_at,
+        updated_at_text=view.updated_at,
+        recorded_at=now,
+    )
+
+
+def _item_rows(request: BookingRequest, view: BookingView) -> list[BookingItemRow]:
+    minor = _minor_units(view.currency)
+    expected = {item.item_id: minor(item.expected_price) for item in request.items}
+    rows = []
+    for position, item in enumerate(view.items):
+        terms = item.cancellation
+        rows.append(
+            BookingItemRow(
+                booking_id=view.booking_id,
+                item_id=item.item_id,
+                position=position,
+                offer_id=item.offer_id,
+                quantity=item.quantity,
+                optional=item.optional,
+                status=item.status.value,
+                price_minor=minor(item.price),
+                expected_price_minor=expected.get(item.item_id),
+                kind=None if item.kind is None else item.kind.value,
+                supplier=item.supplier,
+                hold_ref=item.hold_ref,
+                hold_expires_at=item.hold_expires_at,
+                supplier_ref=item.supplier_ref,
+                confirmation_code=item.confirmation_code,
+                cancellation_refundable=None if terms is None else terms.refundable,
+                cancellation_free_until=None if terms is None else terms.free_until,
+                cancellation_fee_bps=None if terms is None else terms.fee_bps,
+                cancellation_cancellable=None if terms is None else terms.cancellable,
+                cancellation_fee_minor=(
+                    None if item.cancellation_fee is None else minor(item.cancellation_fee)
+                ),
+                error_type=None if item.error is None else item.error.type,
+                error_message=None if item.error is None else item.error.message,
+            )
+        )
+    return rows
+
+
+def _traveller_rows(request: BookingRequest) -> list[TravellerRow]:
+    return [
+        TravellerRow(
+            booking_id=request.booking_id,
+            position=position,
+            first_name=traveller.first_name,
+            last_name=traveller.last_name,
+            birth_date=traveller.birth_date,
+            document_hint=_document_hint(traveller),
+        )
+        for position, traveller in enumerate(request.travellers)
+    ]
+
+
+def _document_hint(traveller: Traveller) -> str:
+    """At most the last four characters of the document number, and never more than half of it."""
+    number = "".join(traveller.document_number.split())
+    keep = min(4, len(number) // 2)
+    return number[-keep:] if keep else ""
+
+
+def _payment_rows(view: BookingView, now: datetime) -> list[PaymentRow]:
+    minor = _minor_units(view.currency)
+    payment = view.payment
+    rows = []
+    authorized, captured = minor(payment.authorized), minor(payment.captured)
+    for kind, amount, present in (
+        ("authorization", authorized, payment.payment_intent_id is not None or authorized != 0),
+        ("capture", captured, captured != 0),
+    ):
+        if present:
+            rows.append(
+                PaymentRow(
+                    booking_id=view.booking_id,
+                    kind=kind,
+                    amount_minor=amount,
+                    currency=view.currency,
+                    payment_intent_id=payment.payment_intent_id,
+                    recorded_at=now,
+                )
+            )
+    return rows
+
+
+def _refund_rows(view: BookingView, now: datetime) -> list[RefundRow]:
+    minor = _minor_units(view.currency)
+    refunded, fees_kept = minor(view.payment.refunded), minor(view.payment.fees_kept)
+    if refunded == 0 and fees_kept == 0:
+        return []
+    cancelled = any(item.cancellation_fee is not None for item in view.items)
+    return [
+        RefundRow(
+            booking_id=view.booking_id,
+            reason="cancellation" if cancelled else "compensation",
+            amount_minor=refunded,
+            fee_minor=fees_kept,
+            currency=view.currency,
+            recorded_at=now,
+        )
+    ]
+
+
+def _event_row(booking_id: str, entry: TimelineEntry, now: datetime) -> BookingEventRow:
+    return BookingEventRow(
+        booking_id=booking_id,
+        seq=entry.seq,
+        at=_parse_timestamp(entry.at),
+        at_text=entry.at,
+        step=entry.step,
+        outcome=entry.outcome,
+        detail=entry.detail,
+        actor=entry.actor,
+        recorded_at=now,
+    )
+
+
+def _minor_units(currency: str) -> Callable[[Money], int]:
+    """Amount in minor units of `currency`; refuses a second currency in one booking."""
+
+    def minor(money: Money) -> int:
+        if money.currency != currency:
+            raise LedgerError(f"booking in {currency} carries an amount in {money.currency}")
+        return money.amount_minor
+
+    return minor
+
+
+def _normalized_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def _parse_timestamp(text: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+# --- rows -> view --------------------------------------------------------------------------------
+
+
+def _view(
+    booking: BookingRow,
+    items: Sequence[BookingItemRow],
+    payments: Sequence[PaymentRow],
+    refunds: Sequence[RefundRow],
+    events: Sequence[BookingEventRow],
+) -> BookingView:
+    currency = booking.currency
+    by_kind = {payment.kind: payment for payment in payments}
+    authorization, capture = by_kind.get("authorization"), by_kind.get("capture")
+    return BookingView(
+        booking_id=booking.booking_id,
+        status=BookingStatus(booking.status),
+        step=booking.step,
+        currency=currency,
+        expected_total=Money(booking.expected_total_minor, currency),
+        quoted_total=(
+            None
+            if booking.quoted_total_minor is None
+            else Money(booking.quoted_total_minor, currency)
+        ),
+        items=tuple(_item_view(item, currency) for item in items),
+        payment=PaymentView(
+            status=PaymentStatus(booking.payment_status),
+            authorized=Money(0 if authorization is None else authorization.amount_minor, currency),
+            captured=Money(0 if capture is None else capture.amount_minor, currency),
+            refunded=Money(sum(refund.amount_minor for refund in refunds), currency),
+            fees_kept=Money(sum(refund.fee_minor for refund in refunds), currency),
+            payment_intent_id=None if authorization is None else authorization.payment_intent_id,
+        ),
+        timeline=tuple(_timeline_entry(event) for event in events),
+        error=(
+            None
+            if booking.error_type is None
+            else BookingError(booking.error_type, booking.error_message or "")
+        ),
+        attention=_attention(booking),
+        version=booking.version,
+        updated_at=booking.updated_at_text,
+        created_at=booking.created_at_text,
+        customer_ref=booking.customer_ref,
+    )
+
+
+def _item_view(item: BookingItemRow, currency: str) -> ItemView:
+    terms = None
+    if item.cancellation_refundable is not None:
+        terms = CancellationTerms(
+            refundable=item.cancellation_refundable,
+            free_until=item.cancellation_free_until,
+            fee_bps=item.cancellation_fee_bps or 0,
+            cancellable=bool(item.cancellation_cancellable),
+        )
+    return ItemView(
+        item_id=item.item_id,
+        offer_id=item.offer_id,
+        quantity=item.quantity,
+        optional=item.optional,
+        status=ItemStatus(item.status),
+        price=Money(item.price_minor, currency),
+        kind=None if item.kind is None else ItemKind(item.kind),
+        supplier=item.supplier,
+        hold_ref=item.hold_ref,
+        hold_expires_at=item.hold_expires_at,
+        supplier_ref=item.supplier_ref,
+        confirmation_code=item.confirmation_code,
+        cancellation=terms,
+        cancellation_fee=(
+            None
+            if item.cancellation_fee_minor is None
+            else Money(item.cancellation_fee_minor, currency)
+        ),
+        error=(
+            None
+            if item.error_type is None
+            else BookingError(item.error_type, item.error_message or "")
+        ),
+    )
+
+
+def _attention(booking: BookingRow) -> AttentionView | None:
+    if booking.attention_step is None:
+        return None
+    return AttentionView(
+        step=booking.attention_step,
+        reason=booking.attention_reason or "",
+        since=booking.attention_since or "",
+    )
+
+
+def _timeline_entry(row: BookingEventRow) -> TimelineEntry:
+    return TimelineEntry(
+        seq=row.seq,
+        at=row.at_text,
+        step=row.step,
+        outcome=row.outcome,
+        detail=row.detail,
+        actor=row.actor,
+    )
+
+
+def _summary(booking: BookingRow, suppliers: tuple[str, ...]) -> BookingSummary:
+    total = booking.quoted_total_minor
+    if total is None:
+        total = booking.expected_total_minor
+    return BookingSummary(
+        booking_id=booking.booking_id,
+        status=BookingStatus(booking.status),
+        step=booking.step,
+        customer_email=booking.customer_email,
+        customer_name=booking.customer_name,
+        total=Money(total, booking.currency),
+        suppliers=suppliers,
+        created_at=booking.created_at_text,
+        updated_at=booking.updated_at_text,
+        attention=_attention(booking),
+    )
+
+
+# --- cursor --------------------------------------------------------------------------------------
+
+
+def _encode_cursor(created_at: datetime, booking_id: str) -> str:
+    """Opaque to clients: the sort key of the last booking of the page, base64url of JSON."""
+    payload = json.dumps([created_at.astimezone(UTC).isoformat(), booking_id])
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created_at, booking_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        parsed = datetime.fromisoformat(created_at)
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError) as error:
+        raise InvalidCursor("invalid cursor") from error
+    if parsed.tzinfo is None or not isinstance(booking_id, str):
+        raise InvalidCursor("invalid cursor")
+    return parsed, booking_id

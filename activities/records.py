@@ -1,0 +1,44 @@
+"""The ledger activity: write a booking snapshot to the durable record at every transition.
+
+The workflow starts it without waiting, so it runs more than once and out of order; the store keeps
+only the newest version and inserts each timeline entry once, which makes every retry harmless.
+Database trouble is left to Temporal's retries; a snapshot the store refuses as invalid fails
+non-retryably because sending it again cannot succeed.
+"""
+
+from __future__ import annotations
+
+import structlog
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.ports import BookingStore
+from workflows.contracts import ActivityName, ErrorType, RecordBookingInput
+
+
+class RecordActivities:
+    """The record activity, bound to one `BookingStore` by the worker's composition root."""
+
+    def __init__(self, store: BookingStore) -> None:
+        self._store = store
+        self._log = structlog.get_logger(__name__)
+
+    @activity.defn(name=ActivityName.RECORD_BOOKING.value)
+    async def record_booking(self, snapshot: RecordBookingInput) -> None:
+        view = snapshot.view
+        try:
+            await self._store.record(snapshot)
+        except ValueError as error:
+            raise ApplicationError(
+                f"ledger refused snapshot: {error}",
+                type=ErrorType.INVALID_REQUEST.value,
+                non_retryable=True,
+            ) from error
+        # Ids and states only: the snapshot also carries the customer's e-mail and travellers.
+        self._log.info(
+            "ledger.recorded",
+            booking_id=view.booking_id,
+            version=view.version,
+            status=view.status.value,
+            attempt=activity.info().attempt,
+        )

@@ -1,0 +1,1 @@
+"""Ledger revisions, a package so that installing Passage (not only a checkout) ships them."""

@@ -1,0 +1,238 @@
+"""The dev/test Stripe stand-in: localstripe, in-process, behind Stripe's idempotency semantics.
+
+Run it with `python -m passage.stripe_emulator --host 127.0.0.1 --port 8420`.
+
+Why not plain localstripe: it ignores `Idempotency-Key`, while the payment saga relies on Stripe
+replaying the first response of a retried request (that is how a lost authorization is found and
+voided); it listens on every interface; and it pickles its state to `/tmp/localstripe.pickle` after
+every write. Here it listens on the address it is given, keeps everything in memory, and answers
+behind two aiohttp middlewares put in front of its own, in its own application (one port, no
+proxy hop, no second server to supervise):
+
+- `IdempotencyLayer.middleware` does what Stripe does with an `Idempotency-Key` on a POST: the
+  first response for (API key, idempotency key) is recorded and replayed to any later request with
+  the same parameters (header `Idempotent-Replayed: true`, localstripe untouched); other parameters
+  answer 400 `idempotency_error`; concurrent requests with one key run one after the other. It
+  counts requests per key for the harness-only `GET /_harness/idempotency`.
+- `IdempotencyLayer.stripe_shape` adds what localstripe leaves out of a PaymentIntent and Stripe
+  reports (`amount_capturable`, `amount_received`, the charge's `amount_captured`), and stops
+  counting a partial capture's released remainder as a refund (localstripe books it as one; Stripe
+  does not since API version 2025-03-31).
+
+localstripe keeps its state in module globals, so there is one emulator per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import re
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+HARNESS_PATH = "/_harness/idempotency"
+_CAPTURE_PATH = re.compile(r"^/v1/payment_intents/(?P<id>pi_\w+)/capture$")
+
+
+@dataclass
+class _Recorded:
+    """The first response given for one idempotency key, and what it was asked."""
+
+    fingerprint: tuple[str, ...]
+    status: int
+    body: bytes
+    content_type: str
+
+
+@dataclass
+class _KeyStats:
+    requests: int = 0
+    replayed: int = 0
+    rejected: int = 0
+
+
+class IdempotencyLayer:
+    """Stripe's idempotency semantics and PaymentIntent amounts in front of localstripe."""
+
+    def __init__(self) -> None:
+        self._recorded: dict[tuple[str, str], _Recorded] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._stats: dict[str, _KeyStats] = {}
+        self._captured: dict[str, int] = {}
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == "GET" and request.path == HARNESS_PATH:
+            return web.json_response(self.report())
+        key = request.headers.get("Idempotency-Key")
+        if request.method != "POST" or not key or not request.path.startswith("/v1/"):
+            return await handler(request)
+        stats = self._stats.setdefault(key, _KeyStats())
+        stats.requests += 1
+        # Keys are scoped to the account, as at Stripe: the API key stands for the account.
+        scope = (request.headers.get("Authorization", ""), key)
+        fingerprint = await _fingerprint(request)
+        async with self._locks.setdefault(scope, asyncio.Lock()):
+            recorded = self._recorded.get(scope)
+            if recorded is None:
+                response = await handler(request)
+                if isinstance(response, web.Response) and response.body is not None:
+                    self._recorded[scope] = _Recorded(
+                        fingerprint,
+                        response.status,
+                        _body_bytes(response),
+                        response.headers.get("Content-Type", "application/json"),
+                    )
+                response.headers["Idempotency-Key"] = key
+                return response
+        if recorded.fingerprint != fingerprint:
+            stats.rejected += 1
+            return _idempotency_error(key)
+        stats.replayed += 1
+        return web.Response(
+            status=recorded.status,
+            body=recorded.body,
+            headers={
+                "Content-Type": recorded.content_type,
+                "Idempotency-Key": key,
+                "Idempotent-Replayed": "true",
+            },
+        )
+
+    @web.middleware
+    async def stripe_shape(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if not request.path.startswith("/v1/payment_intents") or not isinstance(
+            response, web.Response
+        ):
+            return response
+        if response.status != 200 or response.body is None:
+            return response
+        payload = json.loads(_body_bytes(response))
+        capture = _CAPTURE_PATH.match(request.path)
+        if capture is not None:
+            form = await request.post()
+            amount = form.get("amount_to_capture")
+            self._captured[capture["id"]] = (
+                int(amount) if isinstance(amount, str) else int(payload["amount"])
+            )
+        for intent in payload.get("data", [payload]):
+            self._add_amounts(intent)
+        return web.json_response(payload, status=response.status)
+
+    def _add_amounts(self, intent: dict[str, Any]) -> None:
+        if intent.get("object") != "payment_intent":
+            return
+        status, amount = intent["status"], int(intent["amount"])
+        captured = self._captured.get(intent["id"], amount) if status == "succeeded" else 0
+        intent.setdefault("amount_capturable", amount if status == "requires_capture" else 0)
+        intent.setdefault("amount_received", captured)
+        charge = intent.get("latest_charge")
+        if isinstance(charge, dict) and "amount_captured" not in charge:
+            charge["amount_captured"] = captured
+            if intent["id"] in self._captured:
+                released = amount - captured
+                charge["amount_refunded"] = max(0, int(charge["amount_refunded"]) - released)
+                charge["refunded"] = captured > 0 and charge["amount_refunded"] >= captured
+
+    def report(self) -> dict[str, Any]:
+        """What the harness reads: every idempotency key seen, with its request counts."""
+        return {
+            "keys": {
+                key: {
+                    "requests": stats.requests,
+                    "replayed": stats.replayed,
+                    "rejected": stats.rejected,
+                }
+                for key, stats in self._stats.items()
+            }
+        }
+
+
+async def _fingerprint(request: web.Request) -> tuple[str, ...]:
+    """The request's identity for replay: method, path and its parameters in canonical order.
+
+    aiohttp keeps the body it read, so localstripe can still parse it after us.
+    """
+    body = await request.read()
+    if request.content_type == "application/x-www-form-urlencoded":
+        pairs = urllib.parse.parse_qsl(body.decode(), keep_blank_values=True)
+        params = tuple(f"{name}={value}" for name, value in sorted(pairs))
+    else:
+        params = (body.decode(errors="replace"),)
+    return (request.method, request.path, *params)
+
+
+def _body_bytes(response: web.Response) -> bytes:
+    body = response.body
+    if isinstance(body, bytes | bytearray):
+        return bytes(body)
+    raise TypeError(f"unexpected response payload {type(body).__name__}")
+
+
+def _idempotency_error(key: str) -> web.Response:
+    message = (
+        "Keys for idempotent requests can only be used with the same parameters they were first "
+        f"used with. Try using a key other than '{key}' if you meant to execute a different "
+        "request."
+    )
+    return web.json_response(
+        {"error": {"type": "idempotency_error", "message": message}}, status=400
+    )
+
+
+def build_app() -> web.Application:
+    """localstripe's application, in memory only, with the idempotency layer in front.
+
+    Imported here, not at module level, so importing this module starts and patches nothing.
+    """
+    from localstripe import resources as localstripe_resources
+    from localstripe import server as localstripe_server
+
+    app: web.Application = localstripe_server.app
+    if app.frozen:
+        raise RuntimeError("localstripe is already running in this process")
+    # localstripe writes /tmp/localstripe.pickle on every change; an instance attribute shadows
+    # the method for both callers (the store itself and localstripe's save middleware).
+    localstripe_resources.store.dump_to_disk = lambda: None
+    _accept_automatic_payment_methods(localstripe_resources.PaymentIntent)
+    layer = IdempotencyLayer()
+    app.middlewares.insert(0, layer.middleware)
+    app.middlewares.insert(1, layer.stripe_shape)
+    return app
+
+
+def _accept_automatic_payment_methods(payment_intent: Any) -> None:
+    """Let PaymentIntent creation take `automatic_payment_methods`, as Stripe's does.
+
+    Confirming on the server without a `return_url` needs `allow_redirects=never` at Stripe;
+    localstripe rejects the parameter, and its payment methods (cards) never redirect anyway.
+    """
+    create = payment_intent._api_create
+
+    def api_create(cls: Any, /, automatic_payment_methods: Any = None, **params: Any) -> Any:
+        return create(**params)
+
+    payment_intent._api_create = classmethod(api_create)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the emulator until SIGINT or SIGTERM."""
+    parser = argparse.ArgumentParser(description="Passage's Stripe emulator (localstripe).")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    parser.add_argument("--port", type=int, default=8420)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    web.run_app(build_app(), host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()

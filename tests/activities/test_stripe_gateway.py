@@ -1,0 +1,301 @@
+"""StripePaymentGateway and PaymentActivities against the Stripe emulator (a real subprocess)."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.adapters.stripe_gateway import StripePaymentGateway
+from activities.errors import BusinessError, TransientError
+from activities.payments import PaymentActivities
+from passage.settings import Settings
+from tests.support.stripe import CARD_3DS, CARD_DECLINED, CARD_OK, StripeHarness
+from workflows import contracts
+from workflows.contracts import ErrorType
+from workflows.model import Money
+
+
+def _authorization(payment_method: str, amount: int = 10000) -> contracts.AuthorizePaymentInput:
+    return contracts.AuthorizePaymentInput(
+        booking_id=f"bk_{secrets.token_hex(6)}",
+        amount=Money(amount, "EUR"),
+        payment_method=payment_method,
+        customer_ref="cust_ref_test",
+    )
+
+
+async def _authorized(
+    gateway: StripePaymentGateway, harness: StripeHarness, amount: int = 10000
+) -> tuple[contracts.AuthorizePaymentInput, contracts.PaymentAuthorization]:
+    request = _authorization(await harness.pm_for(CARD_OK), amount)
+    return request, await gateway.authorize(request)
+
+
+async def test_authorize_holds_the_amount_for_capture(
+    stripe_gateway: StripePaymentGateway, stripe_harness: StripeHarness
+) -> None:
+    request, authorization = await _authorized(stripe_gateway, stripe_harness, 12345)
+
+    assert authorization.status == "requires_capture"
+    assert authorization.amount == Money(12345, "EUR")
+    assert authorization.client_secret is None
+    (intent,) = await stripe_harness.payment_intents_for(request.booking_id)
+    assert intent["id"] == authorization.payment_intent_id
+    assert intent["currency"] == "eur"
+    assert intent["capture_method"] == "manual"
+    assert intent["metadata"] == {"booking_id": request.booking_id, "customer_ref": "cust_ref_test"}
+    state = await stripe_gateway.get(contracts.GetPaymentInput(authorization.payment_intent_id))
+    assert (state.status, state.amount_capturable, state.amount_received) == (
+        "requires_capture",
+        12345,
+        0,
+    )
+
+
+async def test_a_retried_authorize_returns_the_same_intent(
+    stripe_gateway: StripePaymentGateway, stripe_harness: StripeHarness
+) -> None:
+    request, first = await _authorized(stripe_gateway, stripe_harness)
+
+    second = await stripe_gateway.authorize(request)
+
+    assert second == first
+    assert len(await stripe_harness.payment_intents_for(request.booking_id)) == 1
+    key = contracts.idempotency_key(request.booking_id, "authorize")
+    assert (await stripe_harness.idempotency_keys())[key]["replayed"] == 1
+
+
+async def test_a_declined_card_is_a_payment_declined_refusal(
+    stripe_gateway: StripePaymentGateway, stripe_harness: StripeHarness
+) -> None:
+    request = _authorization(await stripe_harness.pm_for(CARD_DECLINED))
+
+    for _ in range(2):  # the retry gets the same answer, and no second intent
+        with pytest.raises(BusinessError) as refusal:
+            await stripe_gateway.authorize(request)
+        assert refusal.value.error_type is ErrorType.PAYMENT_DECLINED
+    assert len(await stripe_harness.payment_intents_for(request.booking_id)) == 1
+
+
+async def test_3ds_needs_action_then_authentication_leaves_it_capturable(
+    stripe_gateway: StripePaymentGateway, stripe_harness: StripeHarness
+) -> None:
+    request = _authorization(await stripe_harness.pm_for(CARD_3DS))
+
+    authorization = await stripe_gateway.authorize(request)
+    assert authorization.status == "requires_action"
+    assert authorization.client_secret
+    await stripe_harness.authenticate(authorization.payment_intent_id, authorization.client_secret)
+
+    state = await stripe_gateway.get(contracts.GetPaymentInput(authorization.payment_intent_id))
+    assert state.status == "requires_capture"
+    assert state.amount_capturable == 10000
+
+
+async def test_failed_3ds_authentication_reads_as_a_failure(
+    stripe_gateway: StripePaymentGateway, stripe_harness: StripeHarness
+) -> None:
+    authorization = await stripe_gateway.authorize(
+        _authorization(await stripe_harness.pm_for(CARD_3DS))
+    )
+    assert authorization.client_secret
+    await stripe_harness.authenticate(
+        authorization.payment_intent_id, authorization.client_secret, success=False
+    )
+
+    state = await stripe_gateway.get(contracts.GetPaymentInput(authorization.payment_intent_id))
+    assert state.status == "requires_payment_method"
+    assert state.failure_message
+
+
+async def test_capture_part_then_refund(
+    stripe_gateway: StripePaymentGateway, stripe_harness: StripeHarness
+) -> None:
+    request, authorization = await _authorized(stripe_gateway, stripe_harness)
+    capture = contracts.CapturePaymentInput(
+        request.booking_id, authorization.payment_intent_id, Money(6000, "EUR")
+    )
+
+    captured = await stripe_gateway.capture(capture)
+    again = await stripe_gateway.capture(capture)
+    refund = contracts.RefundPaymentInput(
+        request.booking_id, authorization.payment_intent_id, Money(2500, "EUR"), "cancel:it_1"
+    )
+    refunded = await stripe_gateway.refund(refund)
+    refunded_again = await stripe_gateway.refund(refund)
+
+    assert captured.amount == again.amount == Money(6000, "EUR")
+    assert refunded.amount == Money(2500, "EUR")
+    assert refunded.refund_id.startswith("re_")
+    assert refunded_again == refunded
+    state = await stripe_gateway.get(contracts.GetPaymentInput(authorization.payment_intent_id))
+    assert (state.status, state.amount_received, state.amount_refunded) == ("succeeded", 6000, 2500)
+    keys = await stripe_harness.idempotency_keys()
+    assert keys[contracts.idempotency_key(request.booking_id, "refund:cancel:it_1")] == {
+        "requests": 2,
+        "replayed": 1,
+        "rejected": 0,
+    }
+
+
+async def test_void_cancels_an_authorization(
+    stripe_gateway: StripePaymentGateway, stripe_harness: StripeHarness
+) -> None:
+    request, authorization = await _authorized(stripe_gateway, stripe_harness)
+    void = contracts.VoidPaymentInput(request, authorization.payment_intent_id)
+
+    assert await stripe_gateway.void(void) == contracts.PaymentVoid(status="voided")
+    assert await stripe_gateway.void(void) == contracts.PaymentVoid(status="voided")
+    (intent,) = await stripe_harness.payment_intents_for(request.booking_id)
+    assert intent["status"] == "canceled"
+
+
+async def test_void_without_an_id_finds_the_lost_authorization(
+    stripe_gateway: StripePaymentGateway, stripe_harness: StripeHarness
+) -> None:
+    request, authorization = await _authorized(stripe_gateway, stripe_harness)  # answer "lost"
+
+    result = await stripe_gateway.void(contracts.VoidPaymentInput(request, None))
+
+    assert result.status == "voided"
+    (intent,) = await stripe_harness.payment_intents_for(request.booking_id)
+    assert intent["id"] == authorization.payment_intent_id
+    assert intent["status"] == "canceled"
+
+
+async def test_void_without_an_id_after_a_decline_finds_nothing_to_void(
+    stripe_gateway: StripePaymentGateway, stripe_harness: StripeHarness
+) -> None:
+    request = _authorization(await stripe_harness.pm_for(CARD_DECLINED))
+    with pytest.raises(BusinessError):
+        await stripe_gateway.authorize(request)
+
+    result = await stripe_gateway.void(contracts.VoidPaymentInput(request, None))
+
+    assert result.status == "absent"
+    assert len(await stripe_harness.payment_intents_for(request.booking_id)) == 1
+
+
+async def test_void_after_a_capture_refunds_the_rest(
+    stripe_gateway: StripePaymentGateway, stripe_harness: StripeHarness
+) -> None:
+    request, authorization = await _authorized(stripe_gateway, stripe_harness)
+    pi = authorization.payment_intent_id
+    await stripe_gateway.capture(
+        contracts.CapturePaymentInput(request.booking_id, pi, Money(7000, "EUR"))
+    )
+    await stripe_gateway.refund(
+        contracts.RefundPaymentInput(request.booking_id, pi, Money(1000, "EUR"), "fee")
+    )
+    void = contracts.VoidPaymentInput(request, pi)
+
+    first = await stripe_gateway.void(void)
+    again = await stripe_gateway.void(void)
+
+    assert first == again == contracts.PaymentVoid("refunded", Money(7000, "EUR"))
+    state = await stripe_gateway.get(contracts.GetPaymentInput(pi))
+    assert (state.amount_received, state.amount_refunded) == (7000, 7000)
+
+
+async def test_capture_of_a_voided_intent_is_refused(
+    stripe_gateway: StripePaymentGateway, stripe_harness: StripeHarness
+) -> None:
+    request, authorization = await _authorized(stripe_gateway, stripe_harness)
+    await stripe_gateway.void(contracts.VoidPaymentInput(request, authorization.payment_intent_id))
+
+    with pytest.raises(BusinessError) as refusal:
+        await stripe_gateway.capture(
+            contracts.CapturePaymentInput(
+                request.booking_id, authorization.payment_intent_id, Money(10000, "EUR")
+            )
+        )
+    assert refusal.value.error_type is ErrorType.PAYMENT_FAILED
+
+
+async def test_an_unknown_intent_is_a_payment_failure(
+    stripe_gateway: StripePaymentGateway,
+) -> None:
+    with pytest.raises(BusinessError) as refusal:
+        await stripe_gateway.get(contracts.GetPaymentInput("pi_doesnotexist"))
+    assert refusal.value.error_type is ErrorType.PAYMENT_FAILED
+
+
+async def test_an_unreachable_stripe_is_transient() -> None:
+    gateway = StripePaymentGateway.from_settings(
+        Settings(stripe_api_base="http://127.0.0.1:9", stripe_api_key="sk_test_passage")
+    )
+    try:
+        with pytest.raises(TransientError):
+            await gateway.get(contracts.GetPaymentInput("pi_any"))
+    finally:
+        await gateway.aclose()
+
+
+async def test_the_activity_raises_a_decline_as_non_retryable_payment_declined(
+    stripe_gateway: StripePaymentGateway, stripe_harness: StripeHarness
+) -> None:
+    activities = PaymentActivities(stripe_gateway)
+    request = _authorization(await stripe_harness.pm_for(CARD_DECLINED))
+
+    with pytest.raises(ApplicationError) as failure:
+        await ActivityEnvironment().run(activities.authorize_payment, request)
+
+    assert failure.value.type == ErrorType.PAYMENT_DECLINED.value
+    assert failure.value.non_retryable
+
+
+async def test_the_activity_raises_transport_trouble_as_retryable() -> None:
+    gateway = StripePaymentGateway.from_settings(
+        Settings(stripe_api_base="http://127.0.0.1:9", stripe_api_key="sk_test_passage")
+    )
+    try:
+        with pytest.raises(ApplicationError) as failure:
+            await ActivityEnvironment().run(
+                PaymentActivities(gateway).get_payment, contracts.GetPaymentInput("pi_any")
+            )
+    finally:
+        await gateway.aclose()
+
+    assert not failure.value.non_retryable
+
+
+async def test_the_activity_returns_the_gateway_result(
+    stripe_gateway: StripePaymentGateway, stripe_harness: StripeHarness
+) -> None:
+    activities = PaymentActivities(stripe_gateway)
+    request = _authorization(await stripe_harness.pm_for(CARD_OK))
+
+    authorization = await ActivityEnvironment().run(activities.authorize_payment, request)
+
+    assert authorization.status == "requires_capture"
+
+
+async def test_void_without_an_id_when_authorize_never_arrived_leaves_one_voided_intent(
+    stripe_gateway: StripePaymentGateway, stripe_harness: StripeHarness
+) -> None:
+    """The replay is the authorization itself when the first attempt never reached Stripe."""
+    request = _authorization(await stripe_harness.pm_for(CARD_OK))
+
+    result = await stripe_gateway.void(contracts.VoidPaymentInput(request, None))
+
+    assert result.status == "voided"
+    (intent,) = await stripe_harness.payment_intents_for(request.booking_id)
+    assert intent["status"] == "canceled"
+
+
+async def test_void_cancels_an_intent_waiting_for_3ds(
+    stripe_gateway: StripePaymentGateway, stripe_harness: StripeHarness
+) -> None:
+    request = _authorization(await stripe_harness.pm_for(CARD_3DS))
+    authorization = await stripe_gateway.authorize(request)
+
+    result = await stripe_gateway.void(
+        contracts.VoidPaymentInput(request, authorization.payment_intent_id)
+    )
+
+    assert result.status == "voided"
+    state = await stripe_gateway.get(contracts.GetPaymentInput(authorization.payment_intent_id))
+    assert state.status == "canceled"

@@ -1,0 +1,6 @@
+pytest_plugins = [
+    "tests.support.simulator",
+    "tests.support.temporal",
+    "tests.support.stripe",
+    "tests.support.database",
+]

@@ -1,0 +1,467 @@
+"""The booking ledger on PostgreSQL and SQLite: exact round trips, idempotent and concurrent writes,
+the audit trail, webhook dedupe, staff search, and no traveller document in clear."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import Engine, MetaData, String, select, text
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.adapters.sql_store import (
+    MAX_PAGE_SIZE,
+    BookingSummary,
+    InvalidCursor,
+    LedgerError,
+    SqlBookingStore,
+)
+from activities.records import RecordActivities
+from tests.support.ledger_data import (
+    CURRENCY,
+    FLIGHT,
+    HOTEL,
+    Ending,
+    booking_lifecycle,
+    document_numbers,
+)
+from workflows.contracts import RecordBookingInput
+from workflows.model import BookingStatus, Money, PaymentStatus
+
+DAY_ONE = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+FACT_TABLES = ("bookings", "booking_items", "booking_travellers", "payments", "refunds")
+
+
+def row_counts(engine: Engine, booking_id: str) -> dict[str, int]:
+    with engine.connect() as connection:
+        return {
+            table: connection.execute(
+                text(f"SELECT count(*) FROM {table} WHERE booking_id = :id"), {"id": booking_id}
+            ).scalar_one()
+            for table in (*FACT_TABLES, "booking_events")
+        }
+
+
+async def record_all(store: SqlBookingStore, snapshots: list[RecordBookingInput]) -> None:
+    for snapshot in snapshots:
+        await store.record(snapshot)
+
+
+# --- round trip ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ending", ["confirmed", "cancelled", "compensated", "needs_attention"])
+async def test_every_snapshot_round_trips_to_the_exact_view(
+    store: SqlBookingStore, ending: Ending
+) -> None:
+    snapshots = booking_lifecycle(f"bk_{ending}", created_at=DAY_ONE, ending=ending)
+
+    for snapshot in snapshots:
+        await store.record(snapshot)
+        assert await store.get_view(snapshot.view.booking_id) == snapshot.view
+
+
+async def test_unknown_booking_reads_as_absent(store: SqlBookingStore) -> None:
+    assert await store.get_view("bk_nope") is None
+    assert await store.get_access_token_hash("bk_nope") is None
+    assert await store.events("bk_nope") == ()
+
+
+async def test_access_token_is_stored_as_the_hash_it_arrives_as(store: SqlBookingStore) -> None:
+    snapshot = booking_lifecycle("bk_token", created_at=DAY_ONE)[0]
+    await store.record(snapshot)
+
+    assert await store.get_access_token_hash("bk_token") == snapshot.request.access_token_hash
+
+
+async def test_the_3ds_client_secret_never_reaches_the_ledger(
+    store: SqlBookingStore, ledger_engine: Engine
+) -> None:
+    snapshot = booking_lifecycle("bk_3ds", created_at=DAY_ONE)[-1]
+    payment = dataclasses.replace(snapshot.view.payment, client_secret="pi_3ds_secret_Zq9")
+    await store.record(
+        dataclasses.replace(snapshot, view=dataclasses.replace(snapshot.view, payment=payment))
+    )
+
+    assert await store.get_view("bk_3ds") == snapshot.view
+    assert "pi_3ds_secret_Zq9" not in all_text_values(ledger_engine)
+
+
+async def test_money_rows_follow_the_documented_mapping(
+    store: SqlBookingStore, ledger_engine: Engine
+) -> None:
+    await record_all(store, booking_lifecycle("bk_paid", created_at=DAY_ONE, ending="cancelled"))
+    await record_all(store, booking_lifecycle("bk_void", created_at=DAY_ONE, ending="compensated"))
+    with ledger_engine.connect() as connection:
+        payments = connection.execute(
+            text("SELECT booking_id, kind, amount_minor FROM payments ORDER BY booking_id, kind")
+        ).all()
+        refunds = connection.execute(
+            text("SELECT booking_id, reason, amount_minor, fee_minor FROM refunds")
+        ).all()
+
+    total = (FLIGHT + HOTEL).amount_minor
+    flight_fee = FLIGHT.amount_minor // 10  # 10 % after the free period; the hotel is still free
+    assert [tuple(row) for row in payments] == [
+        ("bk_paid", "authorization", total),
+        ("bk_paid", "capture", total),
+    ]
+    assert [tuple(row) for row in refunds] == [
+        ("bk_paid", "cancellation", total - flight_fee, flight_fee)
+    ]
+    view = await store.get_view("bk_paid")
+    assert view is not None
+    assert view.payment.refunded == Money(total - flight_fee, CURRENCY)
+    assert view.payment.status == PaymentStatus.PARTIALLY_REFUNDED
+
+
+async def test_a_snapshot_in_two_currencies_is_refused(store: SqlBookingStore) -> None:
+    snapshot = booking_lifecycle("bk_fx", created_at=DAY_ONE)[-1]
+    view = dataclasses.replace(snapshot.view, expected_total=Money(100, "USD"))
+
+    with pytest.raises(LedgerError):
+        await store.record(dataclasses.replace(snapshot, view=view))
+    assert await store.get_view("bk_fx") is None
+
+
+# --- idempotence and ordering --------------------------------------------------------------------
+
+
+async def test_the_same_snapshot_five_times_leaves_one_row_per_fact(
+    store: SqlBookingStore, ledger_engine: Engine
+) -> None:
+    snapshot = booking_lifecycle("bk_five", created_at=DAY_ONE, ending="cancelled")[-1]
+
+    for _ in range(5):
+        await store.record(snapshot)
+
+    assert row_counts(ledger_engine, "bk_five") == {
+        "bookings": 1,
+        "booking_items": 3,
+        "booking_travellers": 2,
+        "payments": 2,
+        "refunds": 1,
+        "booking_events": len(snapshot.view.timeline),
+    }
+    assert await store.get_view("bk_five") == snapshot.view
+
+
+async def test_an_older_version_arriving_late_never_overwrites_a_newer_one(
+    store: SqlBookingStore, ledger_engine: Engine
+) -> None:
+    snapshots = booking_lifecycle("bk_late", created_at=DAY_ONE, ending="cancelled")
+    newest, older = snapshots[-1], snapshots[3]
+
+    await store.record(newest)
+    await store.record(older)
+
+    assert await store.get_view("bk_late") == newest.view
+    assert row_counts(ledger_engine, "bk_late")["payments"] == 2
+
+
+async def test_snapshots_in_any_order_and_repeated_end_at_the_newest(
+    store: SqlBookingStore, ledger_engine: Engine
+) -> None:
+    snapshots = booking_lifecycle("bk_shuffle", created_at=DAY_ONE, ending="cancelled")
+    shuffled = snapshots * 2
+    random.Random(4).shuffle(shuffled)
+
+    await record_all(store, shuffled)
+
+    assert await store.get_view("bk_shuffle") == snapshots[-1].view
+    assert row_counts(ledger_engine, "bk_shuffle")["booking_events"] == len(
+        snapshots[-1].view.timeline
+    )
+
+
+async def test_events_are_the_audit_trail_with_staff_actions(store: SqlBookingStore) -> None:
+    snapshots = booking_lifecycle("bk_audit", created_at=DAY_ONE, ending="cancelled")
+    await record_all(store, snapshots[::-1])
+
+    events = await store.events("bk_audit")
+
+    assert events == snapshots[-1].view.timeline
+    assert [event.seq for event in events] == list(range(1, len(events) + 1))
+    staff = [event for event in events if event.actor is not None]
+    assert [(event.actor, event.step, event.detail) for event in staff] == [
+        ("staff:grace", "CANCEL", "customer called: flight moved")
+    ]
+
+
+async def test_concurrent_bookings_all_land_exactly_once(
+    store: SqlBookingStore, ledger_engine: Engine
+) -> None:
+    endings: list[Ending] = ["confirmed", "cancelled", "compensated", "needs_attention"]
+    stories = {
+        f"bk_conc_{n:02d}": booking_lifecycle(
+            f"bk_conc_{n:02d}", created_at=DAY_ONE + timedelta(minutes=n), ending=endings[n % 4]
+        )
+        for n in range(20)
+    }
+    # Every snapshot twice, all at once, in random order: retries racing the originals.
+    writes = [snapshot for snapshots in stories.values() for snapshot in snapshots * 2]
+    random.Random(7).shuffle(writes)
+
+    await asyncio.gather(*(store.record(snapshot) for snapshot in writes))
+
+    for booking_id, snapshots in stories.items():
+        assert await store.get_view(booking_id) == snapshots[-1].view
+        counts = row_counts(ledger_engine, booking_id)
+        assert counts["bookings"] == 1
+        assert counts["booking_events"] == len(snapshots[-1].view.timeline)
+
+
+async def test_a_webhook_event_is_processed_once_even_when_delivered_concurrently(
+    store: SqlBookingStore,
+) -> None:
+    firsts = await asyncio.gather(
+        *(store.mark_webhook_event_processed("evt_3DS_ok") for _ in range(12))
+    )
+
+    assert sorted(firsts) == [False] * 11 + [True]
+    assert await store.mark_webhook_event_processed("evt_other") is True
+    assert await store.mark_webhook_event_processed("evt_3DS_ok") is False
+
+
+async def test_an_unmarked_webhook_event_is_processed_on_redelivery(
+    store: SqlBookingStore,
+) -> None:
+    assert await store.mark_webhook_event_processed("evt_lost") is True
+    await store.unmark_webhook_event("evt_lost")
+
+    assert await store.mark_webhook_event_processed("evt_lost") is True
+
+
+# --- staff search --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def searchable(store: SqlBookingStore) -> SqlBookingStore:
+    """Twelve bookings over six days, three of them created in the very same microsecond."""
+    plan: list[tuple[str, int, str, Ending, str]] = [
+        # (booking_id, day, email, ending, hotel supplier)
+        ("bk_s01", 0, "ada@example.com", "confirmed", "grandhotel"),
+        ("bk_s02", 0, "grace@example.com", "cancelled", "grandhotel"),
+        ("bk_s03", 1, "Ada@Example.com", "compensated", "seaview"),
+        ("bk_s04", 1, "alan@example.com", "needs_attention", "grandhotel"),
+        ("bk_s05", 2, "ada@example.com", "confirmed", "seaview"),
+        ("bk_s06", 2, "grace@example.com", "confirmed", "grandhotel"),
+        ("bk_s07", 3, "alan@example.com", "confirmed", "seaview"),
+        ("bk_s08", 3, "ada@example.com", "cancelled", "grandhotel"),
+        ("bk_s09", 4, "grace@example.com", "needs_attention", "seaview"),
+        ("bk_s10", 5, "alan@example.com", "confirmed", "grandhotel"),
+        ("bk_s11", 5, "alan@example.com", "confirmed", "grandhotel"),
+        ("bk_s12", 5, "alan@example.com", "confirmed", "grandhotel"),
+    ]
+    same_instant = DAY_ONE + timedelta(days=5, hours=3)
+    writes = []
+    for booking_id, day, email, ending, hotel in plan:
+        created_at = same_instant if day == 5 else DAY_ONE + timedelta(days=day, hours=day)
+        snapshots = booking_lifecycle(
+            booking_id,
+            created_at=created_at,
+            email=email,
+            ending=ending,
+            suppliers=("skyways", hotel, "harbourtours"),
+        )
+        writes += [snapshots[0], snapshots[-1]]  # search reads the newest state only
+    random.Random(11).shuffle(writes)
+    await record_all(store, writes)
+    return store
+
+
+async def search_all(store: SqlBookingStore, **filters: object) -> list[str]:
+    summaries, cursor = await store.search(**filters, limit=MAX_PAGE_SIZE)  # type: ignore[arg-type]
+    assert cursor is None
+    return [summary.booking_id for summary in summaries]
+
+
+async def test_search_lists_newest_first_with_a_total_order(searchable: SqlBookingStore) -> None:
+    ids = await search_all(searchable)
+
+    assert ids == ["bk_s12", "bk_s11", "bk_s10"] + [f"bk_s{n:02d}" for n in range(9, 0, -1)]
+
+
+async def test_search_by_status(searchable: SqlBookingStore) -> None:
+    assert await search_all(searchable, status=BookingStatus.NEEDS_ATTENTION) == [
+        "bk_s09",
+        "bk_s04",
+    ]
+    assert await search_all(searchable, status="CANCELLED") == ["bk_s08", "bk_s02"]
+    assert await search_all(searchable, status="AWAITING_PAYMENT_ACTION") == []
+
+
+async def test_search_by_email_ignores_case(searchable: SqlBookingStore) -> None:
+    expected = ["bk_s08", "bk_s05", "bk_s03", "bk_s01"]
+
+    assert await search_all(searchable, email="ada@example.com") == expected
+    assert await search_all(searchable, email="  ADA@EXAMPLE.COM ") == expected
+
+
+async def test_search_by_date_range_is_half_open(searchable: SqlBookingStore) -> None:
+    day_two_start = DAY_ONE.replace(hour=0) + timedelta(days=1)
+
+    assert await search_all(
+        searchable, created_from=day_two_start, created_to=day_two_start + timedelta(days=2)
+    ) == ["bk_s06", "bk_s05", "bk_s04", "bk_s03"]
+    exactly_s05 = DAY_ONE + timedelta(days=2, hours=2)
+    assert await search_all(searchable, created_from=exactly_s05, created_to=exactly_s05) == []
+    assert (await search_all(searchable, created_to=exactly_s05))[0] == "bk_s04"
+    # A naive datetime is UTC; other offsets are converted.
+    naive = exactly_s05.replace(tzinfo=None)
+    paris = exactly_s05.astimezone(timezone(timedelta(hours=1)))
+    assert await search_all(searchable, created_from=naive) == await search_all(
+        searchable, created_from=paris
+    )
+
+
+async def test_search_by_supplier_and_combined_filters(searchable: SqlBookingStore) -> None:
+    assert await search_all(searchable, supplier="seaview") == [
+        "bk_s09",
+        "bk_s07",
+        "bk_s05",
+        "bk_s03",
+    ]
+    assert await search_all(searchable, supplier="seaview", email="ADA@example.com") == [
+        "bk_s05",
+        "bk_s03",
+    ]
+    assert await search_all(searchable, supplier="seaview", status="CONFIRMED") == [
+        "bk_s07",
+        "bk_s05",
+    ]
+    assert await search_all(searchable, supplier="nobody-air") == []
+
+
+async def test_summaries_carry_what_staff_pick_a_booking_by(searchable: SqlBookingStore) -> None:
+    summaries, _ = await searchable.search(status="NEEDS_ATTENTION", limit=1)
+    summary = summaries[0]
+
+    assert summary == BookingSummary(
+        booking_id="bk_s09",
+        status=BookingStatus.NEEDS_ATTENTION,
+        step="CAPTURE",
+        customer_email="grace@example.com",
+        customer_name="Ada Lovelace",
+        total=FLIGHT + HOTEL,
+        suppliers=("skyways", "seaview", "harbourtours"),
+        created_at=summary.created_at,
+        updated_at=summary.updated_at,
+        attention=summary.attention,
+    )
+    assert summary.attention is not None
+    assert summary.attention.step == "CAPTURE"
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 5, 11, 12])
+async def test_cursor_pagination_has_no_duplicates_or_gaps(
+    searchable: SqlBookingStore, page_size: int
+) -> None:
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        summaries, cursor = await searchable.search(limit=page_size, cursor=cursor)
+        pages += 1
+        assert 0 < len(summaries) <= page_size
+        seen += [summary.booking_id for summary in summaries]
+        if cursor is None:
+            break
+
+    assert seen == await search_all(searchable)
+    assert pages == -(-12 // page_size)
+
+
+async def test_pagination_is_stable_while_new_bookings_arrive(
+    searchable: SqlBookingStore,
+) -> None:
+    first, cursor = await searchable.search(limit=4, status="CONFIRMED")
+    newer = booking_lifecycle("bk_s99", created_at=DAY_ONE + timedelta(days=30))
+    await record_all(searchable, newer)
+    second, cursor = await searchable.search(limit=4, status="CONFIRMED", cursor=cursor)
+
+    assert [s.booking_id for s in first] == ["bk_s12", "bk_s11", "bk_s10", "bk_s07"]
+    assert [s.booking_id for s in second] == ["bk_s06", "bk_s05", "bk_s01"]
+    assert cursor is None
+
+
+@pytest.mark.parametrize("cursor", ["not-a-cursor", "W10", "eyJhIjogMX0", "WyJ4IiwgMV0"])
+async def test_a_cursor_the_store_did_not_issue_is_refused(
+    store: SqlBookingStore, cursor: str
+) -> None:
+    with pytest.raises(InvalidCursor):
+        await store.search(cursor=cursor)
+
+
+@pytest.mark.parametrize("limit", [0, -1, MAX_PAGE_SIZE + 1])
+async def test_an_out_of_range_page_size_is_refused(store: SqlBookingStore, limit: int) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        await store.search(limit=limit)
+
+
+# --- personal data -------------------------------------------------------------------------------
+
+
+def all_text_values(engine: Engine) -> str:
+    """Every value of every text column of every table, joined: what a stolen dump would show."""
+    values: list[str] = []
+    metadata = MetaData()
+    with engine.connect() as connection:
+        metadata.reflect(connection)
+        for table in metadata.sorted_tables:
+            columns = [column for column in table.columns if isinstance(column.type, String)]
+            for row in connection.execute(select(*columns)) if columns else []:
+                values += [value for value in row if isinstance(value, str)]
+    return "\n".join(values)
+
+
+async def test_traveller_documents_never_appear_in_clear(
+    store: SqlBookingStore, ledger_engine: Engine
+) -> None:
+    endings: list[Ending] = ["confirmed", "cancelled", "compensated", "needs_attention"]
+    booking_ids = [f"bk_doc_{ending}" for ending in endings]
+    for booking_id, ending in zip(booking_ids, endings, strict=True):
+        await record_all(store, booking_lifecycle(booking_id, created_at=DAY_ONE, ending=ending))
+
+    dump = all_text_values(ledger_engine)
+
+    assert "Lovelace" in dump  # the scan does see the travellers' rows
+    for booking_id in booking_ids:
+        for number in document_numbers(booking_id):
+            assert number not in dump
+            assert number[1:] not in dump  # not even without its leading letter
+
+
+# --- the activity --------------------------------------------------------------------------------
+
+
+async def test_record_activity_writes_the_snapshot_and_is_safe_to_retry(
+    store: SqlBookingStore,
+) -> None:
+    snapshots = booking_lifecycle("bk_activity", created_at=DAY_ONE, ending="cancelled")
+    activities = RecordActivities(store)
+    environment = ActivityEnvironment()
+
+    for snapshot in [*snapshots, snapshots[2], snapshots[-1]]:
+        await environment.run(activities.record_booking, snapshot)
+
+    assert await store.get_view("bk_activity") == snapshots[-1].view
+
+
+async def test_record_activity_fails_for_good_on_a_snapshot_it_cannot_record(
+    store: SqlBookingStore,
+) -> None:
+    snapshot = booking_lifecycle("bk_bad", created_at=DAY_ONE)[-1]
+    bad = dataclasses.replace(
+        snapshot, view=dataclasses.replace(snapshot.view, quoted_total=Money(1, "GBP"))
+    )
+
+    with pytest.raises(ApplicationError) as failure:
+        await ActivityEnvironment().run(RecordActivities(store).record_booking, bad)
+
+    assert failure.value.non_retryable
+    assert failure.value.type == "INVALID_REQUEST"

