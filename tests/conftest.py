@@ -1,4 +1,5 @@
 pytest_plugins = [
+    "tests.support.stack",
     "tests.support.simulator",
     "tests.support.temporal",
     "tests.support.stripe",

@@ -1,0 +1,35 @@
+# Passage: every command a new machine needs (see README.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install lint test up demo smoke clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy --strict workflows activities
+
+test: lint
+	$(PY) -m pytest -q
+
+up: install
+	$(PY) -m passage.devstack
+
+demo: install
+	$(PY) -m passage.demo
+
+smoke:
+	python3 ../shared/contract-smoke
+
+clean:
+	rm -rf $(VENV) .passage .pytest_cache .mypy_cache .ruff_cache

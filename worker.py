@@ -1,0 +1,96 @@
+"""The worker's composition root: Settings -> adapters -> activity objects -> Worker.
+
+Run with `python worker.py`; every setting comes from the environment (see passage/settings.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import httpx
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.adapters.http_supplier import HttpSupplierClient
+from activities.adapters.sql_store import SqlBookingStore, make_engine
+from activities.adapters.stripe_gateway import StripePaymentGateway
+from activities.payments import PaymentActivities
+from activities.records import RecordActivities
+from activities.suppliers import SupplierActivities
+from passage import logs, migrate
+from passage.settings import Settings
+from passage.temporal import connect
+from workflows.booking import BookingWorkflow
+
+log = structlog.get_logger("passage.worker")
+
+
+@contextlib.asynccontextmanager
+async def booking_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
+    """A worker with the real adapters, running until the context exits."""
+    engine = make_engine(settings.database_url)
+    gateway = StripePaymentGateway.from_settings(settings)
+    async with httpx.AsyncClient(
+        base_url=settings.supplier_url, timeout=settings.supplier_timeout_seconds
+    ) as http:
+        suppliers = SupplierActivities(HttpSupplierClient(http))
+        payments = PaymentActivities(gateway)
+        records = RecordActivities(SqlBookingStore(engine))
+        worker = Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=[BookingWorkflow],
+            activities=[
+                suppliers.quote_item,
+                suppliers.hold_item,
+                suppliers.confirm_item,
+                suppliers.release_item_if_present,
+                suppliers.cancel_item_if_confirmed,
+                payments.authorize_payment,
+                payments.get_payment,
+                payments.void_payment_if_present,
+                payments.capture_payment,
+                payments.refund_payment,
+                records.record_booking,
+            ],
+        )
+        try:
+            async with worker:
+                yield worker
+        finally:
+            await gateway.aclose()
+            engine.dispose()
+
+
+async def serve(settings: Settings) -> None:
+    """Apply pending ledger migrations, then poll until SIGINT or SIGTERM."""
+    migrate.upgrade(settings.database_url)
+    client = await connect(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with booking_worker(client, settings):
+        log.info(
+            "worker started", task_queue=settings.task_queue, temporal=settings.temporal_address
+        )
+        await stop.wait()
+    log.info("worker stopped")
+
+
+def main() -> None:
+    logs.configure(os.environ.get("PASSAGE_LOG_LEVEL", "INFO"))
+    asyncio.run(serve(Settings()))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # sdk-python issue 300: avoid a crash at interpreter exit
+
+
+if __name__ == "__main__":
+    main()
