@@ -1,4 +1,4 @@
-"""Bookings end to end: real Temporal dev server, simulator over HTTP, Stripe emulator, PostgreSQL."""
+"""Bookings end to end: real Temporal dev server, simulator, Stripe emulator, PostgreSQL."""
 
 from __future__ import annotations
 
