@@ -27,9 +27,13 @@ _INDEXED_TYPES = {
 }
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The Java time-skipping test server, with Passage's search attributes registered."""
+    """A fresh time-skipping test server per test, with Passage's search attributes.
+
+    One per test, not per session: the test server's clock is shared, and a workflow or an
+    abandoned activity left by one test can keep it from skipping time in the next.
+    """
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN_DIR / "temporal-test-server")
     )

