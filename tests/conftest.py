@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.temporal",
     "tests.support.stripe",
     "tests.support.database",
+    "tests.support.api",
 ]

@@ -1,0 +1,126 @@
+"""The API's composition root: `create_app()` builds the FastAPI app; its lifespan wires it.
+
+`uvicorn --factory api.app:create_app` or `python -m api` run it with settings from the
+environment; tests pass their own settings (and may share an already connected Temporal client).
+Nothing happens at import: settings, the ledger engine and the Temporal client are created when
+the app is created or started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import cast
+
+import structlog
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from temporalio.client import Client
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from activities.adapters.sql_store import SqlBookingStore, make_engine
+from api import errors
+from api.deps import ApiState, TemporalNotConnected, api_secret
+from api.routes import admin, bookings, codec, health, webhooks
+from passage.bookings import BookingKeys, BookingService
+from passage.settings import Settings
+from passage.temporal import connect, data_converter
+
+log = structlog.get_logger("passage.api")
+
+#: The Temporal Web UI of `make up`, which calls the codec endpoint from the browser.
+DEFAULT_CODEC_ORIGINS = ("http://127.0.0.1:8233", "http://localhost:8233")
+
+DESCRIPTION = """\
+Passage books multi-supplier trips as one durable Temporal saga per booking.
+
+* **Checkout** (`/bookings`): start a booking with an `Idempotency-Key`, then read it with the
+  `access_token` it returned (`Authorization: Bearer <token>`), cancel it or answer a price change.
+* **Staff** (`/admin/bookings`, `/codec`): `Authorization: Bearer <staff key>`.
+* **Stripe** (`/webhooks/stripe`): signed events only.
+
+Every error has one shape: `{"error": {"code", "message", "fields"?}}`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, client: Client | None = None) -> FastAPI:
+    """The API. `settings` default to the environment; `client` is connected on start if None."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="Passage",
+        version="1.0.0",
+        summary="Booking orchestration: checkout, staff and webhook API",
+        description=DESCRIPTION,
+        lifespan=_lifespan(settings, client),
+    )
+    errors.install(app)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=_codec_origins(),
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type", "X-Namespace"],
+        allow_credentials=True,
+    )
+    for router in (bookings.router, admin.router, webhooks.router, codec.router, health.router):
+        app.include_router(router)
+    return app
+
+
+def _codec_origins() -> list[str]:
+    configured = os.environ.get("PASSAGE_CODEC_CORS_ORIGINS", "")
+    origins = [origin.strip() for origin in configured.split(",") if origin.strip()]
+    return origins or list(DEFAULT_CODEC_ORIGINS)
+
+
+def _lifespan(
+    settings: Settings, client: Client | None
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        store = SqlBookingStore(engine)
+        keys = BookingKeys(api_secret(settings), settings.customer_ref_key.encode())
+        state = ApiState(
+            settings=settings,
+            store=store,
+            keys=keys,
+            codec=data_converter(settings).payload_codec,
+            service=BookingService(cast(Client, TemporalNotConnected()), store, settings, keys),
+        )
+        app.state.passage = state
+        connecting: asyncio.Task[None] | None = None
+        if client is not None:
+            state.attach(client)
+        else:
+            # Serve at once (healthz, readyz 503) and connect in the background: `make up` may
+            # start the API before Temporal answers.
+            connecting = asyncio.create_task(_connect(state))
+        try:
+            yield
+        finally:
+            if connecting is not None:
+                connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await connecting
+            engine.dispose()
+
+    return lifespan
+
+
+async def _connect(state: ApiState) -> None:
+    settings = state.settings
+    async for attempt in AsyncRetrying(
+        wait=wait_exponential(multiplier=0.2, max=5), retry=retry_if_exception_type(Exception)
+    ):
+        with attempt:
+            try:
+                client = await connect(settings)
+            except Exception as err:
+                log.warning(
+                    "waiting for Temporal", address=settings.temporal_address, error=str(err)
+                )
+                raise
+    state.attach(client)
+    log.info("connected to Temporal", address=settings.temporal_address)

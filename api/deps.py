@@ -1,0 +1,161 @@
+"""Typed dependencies of the routes: the service, settings, callers' credentials, the codec.
+
+Everything is built by the app's lifespan (`api.app`) and kept on `app.state.passage`; these
+functions only hand it to the routes, so a route's signature says what it needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from temporalio.client import Client
+from temporalio.converter import PayloadCodec
+
+from activities.adapters.sql_store import SqlBookingStore
+from api.errors import ApiError
+from passage.bookings import BookingKeys, BookingService, EngineUnavailable
+from passage.settings import Settings
+
+log = structlog.get_logger("passage.api")
+
+#: Used when neither `Settings.api_secret` nor PASSAGE_API_SECRET is set (dev and tests only).
+DEV_API_SECRET = "passage-dev-api-secret"
+
+
+def api_secret(settings: Settings) -> bytes:
+    """The key of the booking-id and access-token HMACs.
+
+    Meant to become the `Settings.api_secret` field (PASSAGE_API_SECRET, placeholders refused);
+    until then it is read here, when the app is created, never at import.
+    """
+    value = str(getattr(settings, "api_secret", "") or os.environ.get("PASSAGE_API_SECRET", ""))
+    if not value:
+        log.warning("PASSAGE_API_SECRET is not set: using the development secret")
+        value = DEV_API_SECRET
+    return value.encode()
+
+
+class TemporalNotConnected:
+    """Stands in for the Temporal client until it connects: any use is a 503, after validation.
+
+    So the service exists from the start: input is still validated (422 before 503) and what
+    needs only the ledger (staff search) works while Temporal is starting.
+    """
+
+    def __getattr__(self, name: str) -> object:
+        raise EngineUnavailable("the booking engine is starting; Temporal is not connected yet")
+
+
+@dataclass
+class ApiState:
+    """What the lifespan built; `connected` once Temporal answered."""
+
+    settings: Settings
+    store: SqlBookingStore
+    keys: BookingKeys
+    codec: PayloadCodec | None
+    service: BookingService
+    connected: bool = False
+
+    def attach(self, client: Client) -> None:
+        self.service = BookingService(client, self.store, self.settings, self.keys)
+        self.connected = True
+
+
+@dataclass(frozen=True)
+class Staff:
+    """An authenticated operator, known by a fingerprint of their key (never the key)."""
+
+    fingerprint: str
+
+    @property
+    def actor(self) -> str:
+        return f"staff:{self.fingerprint}"
+
+
+def get_state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.passage
+    return state
+
+
+StateDep = Annotated[ApiState, Depends(get_state)]
+
+
+def get_settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_service(state: StateDep) -> BookingService:
+    return state.service
+
+
+ServiceDep = Annotated[BookingService, Depends(get_service)]
+
+
+def get_codec(state: StateDep) -> PayloadCodec | None:
+    return state.codec
+
+
+CodecDep = Annotated[PayloadCodec | None, Depends(get_codec)]
+
+_customer_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="AccessToken",
+    description="The `access_token` POST /bookings returned for this booking.",
+)
+_staff_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="StaffKey",
+    description="A staff key from PASSAGE_STAFF_KEYS.",
+)
+
+
+def get_access_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_customer_bearer)],
+) -> str | None:
+    """The customer's bearer token, if any: checking it is the service's job (404 if wrong)."""
+    return None if credentials is None else credentials.credentials
+
+
+AccessTokenDep = Annotated[str | None, Depends(get_access_token)]
+
+
+def get_staff(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_staff_bearer)],
+) -> Staff:
+    """The operator behind a staff key; anything else (a customer token, nothing) is 401."""
+    presented = "" if credentials is None else credentials.credentials
+    # Compared against every key, in constant time, so timing reveals nothing about the keys.
+    matched = False
+    for key in settings.staff_key_set:
+        matched |= hmac.compare_digest(presented.encode(), key.encode())
+    if not presented or not matched:
+        raise ApiError(
+            401, "a staff key is required", headers={"WWW-Authenticate": 'Bearer realm="staff"'}
+        )
+    return Staff(hashlib.sha256(presented.encode()).hexdigest()[:8])
+
+
+StaffDep = Annotated[Staff, Depends(get_staff)]
+
+IdempotencyKeyDep = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="One key per checkout attempt: a retry with the same key and body gets the "
+        "same booking; the same key with another body is refused (409).",
+    ),
+]

@@ -1,0 +1,166 @@
+"""The staff API: search the ledger, read a booking with its audit trail, steer stuck bookings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from activities.adapters.sql_store import MAX_PAGE_SIZE, InvalidCursor
+from api.deps import ServiceDep, StaffDep
+from api.errors import ApiError, error_responses
+from api.schemas import AdminBookingOut, BookingList, BookingSummaryOut, FieldError, StaffNote
+from passage.bookings import BookingRecord, BookingService, CommandResult, UpdateOutcome
+from workflows.contracts import CancelBookingRequest, StaffAction
+from workflows.model import BookingStatus, workflow_id_for
+
+router = APIRouter(prefix="/admin/bookings", tags=["staff"])
+
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+_SEARCH_PARAMETERS = frozenset(
+    {"status", "email", "supplier", "created_from", "created_to", "limit", "cursor"}
+)
+
+
+def _known_search_parameters(request: Request) -> None:
+    """A misspelt filter (`stauts=FAILED`) would silently list everything: refuse it instead."""
+    unknown = sorted(set(request.query_params) - _SEARCH_PARAMETERS)
+    if unknown:
+        raise ApiError(
+            422,
+            "the request is invalid",
+            fields=[FieldError(field=name, message="unknown query parameter") for name in unknown],
+        )
+
+
+@router.get(
+    "",
+    response_model=BookingList,
+    summary="Search bookings",
+    responses=error_responses(401, 422, 503),
+    dependencies=[Depends(_known_search_parameters)],
+)
+async def list_bookings(
+    staff: StaffDep,
+    service: ServiceDep,
+    status: Annotated[BookingStatus | None, Query(description="Only this status")] = None,
+    email: Annotated[
+        str | None,
+        Query(max_length=254, pattern=_PRINTABLE, description="Customer e-mail, any case"),
+    ] = None,
+    supplier: Annotated[
+        str | None, Query(max_length=128, pattern=_PRINTABLE, description="Any item's supplier")
+    ] = None,
+    created_from: Annotated[datetime | None, Query(description="Inclusive (UTC if naive)")] = None,
+    created_to: Annotated[datetime | None, Query(description="Exclusive (UTC if naive)")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="`next_cursor` of the previous page")
+    ] = None,
+) -> BookingList:
+    """Newest first, from the ledger; follow `next_cursor` for more."""
+    try:
+        summaries, next_cursor = await service.search(
+            status=status,
+            email=email,
+            created_from=created_from,
+            created_to=created_to,
+            supplier=supplier,
+            limit=limit,
+            cursor=cursor,
+        )
+    except InvalidCursor as err:
+        raise ApiError(
+            422,
+            "the request is invalid",
+            fields=[FieldError(field="cursor", message="not a cursor this API issued")],
+        ) from err
+    return BookingList(
+        bookings=[BookingSummaryOut.of(summary) for summary in summaries], next_cursor=next_cursor
+    )
+
+
+@router.get(
+    "/{booking_id}",
+    response_model=AdminBookingOut,
+    summary="Read a booking with its audit trail",
+    responses=error_responses(401, 404, 422, 503),
+)
+async def get_booking(booking_id: str, staff: StaffDep, service: ServiceDep) -> AdminBookingOut:
+    """The booking view, the full audit trail (who, when, note) and the Temporal workflow id."""
+    record = await service.find_for_staff(booking_id)
+    return await _admin_view(service, record)
+
+
+@router.post(
+    "/{booking_id}/retry",
+    response_model=AdminBookingOut,
+    summary="Retry the stuck step now",
+    responses={
+        202: {"model": AdminBookingOut, "description": "Accepted; still running"},
+        **error_responses(401, 404, 409, 422, 503),
+    },
+)
+async def retry_booking(
+    booking_id: str,
+    staff: StaffDep,
+    service: ServiceDep,
+    response: Response,
+    body: StaffNote | None = None,
+) -> AdminBookingOut:
+    """Retry the step a NEEDS_ATTENTION booking is stuck on (409 when none is stuck)."""
+    record = await service.find_for_staff(booking_id)
+    action = StaffAction(actor=staff.actor, note=body.note if body else "")
+    return await _answer(service, record, await service.retry(record, action), response)
+
+
+@router.post(
+    "/{booking_id}/resolve",
+    response_model=AdminBookingOut,
+    summary="Mark the stuck step as handled by hand",
+    responses={
+        202: {"model": AdminBookingOut, "description": "Accepted; still running"},
+        **error_responses(401, 404, 409, 422, 503),
+    },
+)
+async def resolve_booking(
+    booking_id: str, body: StaffNote, staff: StaffDep, service: ServiceDep, response: Response
+) -> AdminBookingOut:
+    """The operator did the stuck step by hand (the note says how); the saga goes on."""
+    record = await service.find_for_staff(booking_id)
+    action = StaffAction(actor=staff.actor, note=body.note)
+    return await _answer(service, record, await service.resolve(record, action), response)
+
+
+@router.post(
+    "/{booking_id}/cancel",
+    response_model=AdminBookingOut,
+    summary="Force a cancellation",
+    responses={
+        202: {"model": AdminBookingOut, "description": "Accepted; still cancelling"},
+        **error_responses(401, 404, 409, 422, 503),
+    },
+)
+async def cancel_booking(
+    booking_id: str, body: StaffNote, staff: StaffDep, service: ServiceDep, response: Response
+) -> AdminBookingOut:
+    """Cancel on the customer's behalf (recorded with the operator and the note)."""
+    record = await service.find_for_staff(booking_id)
+    request = CancelBookingRequest(actor=staff.actor, note=body.note)
+    return await _answer(service, record, await service.cancel(record, request), response)
+
+
+async def _answer(
+    service: BookingService, record: BookingRecord, result: CommandResult, response: Response
+) -> AdminBookingOut:
+    if result.outcome == UpdateOutcome.IN_PROGRESS:
+        response.status_code = 202
+    audit = await service.audit(record.booking_id, result.view)
+    return AdminBookingOut.of_staff(result.view, audit, workflow_id_for(record.booking_id))
+
+
+async def _admin_view(service: BookingService, record: BookingRecord) -> AdminBookingOut:
+    view = await service.view(record)
+    audit = await service.audit(record.booking_id, view)
+    return AdminBookingOut.of_staff(view, audit, workflow_id_for(record.booking_id))

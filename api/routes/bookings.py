@@ -1,0 +1,99 @@
+"""The checkout API: start a booking, read it with its access token, cancel it, answer a price."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from api.deps import AccessTokenDep, IdempotencyKeyDep, ServiceDep
+from api.errors import error_responses
+from api.schemas import BookingAccepted, BookingCreate, BookingOut, PriceDecisionIn
+from passage.bookings import UpdateOutcome
+from workflows.contracts import CancelBookingRequest, PriceDecision
+
+router = APIRouter(prefix="/bookings", tags=["bookings"])
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=BookingAccepted,
+    response_description="Accepted: the saga started",
+    summary="Start a booking",
+    responses={
+        200: {
+            "model": BookingAccepted,
+            "description": "Repeat of an earlier request (same key "
+            "and body): the same booking and token",
+        },
+        **error_responses(409, 422, 503),
+    },
+)
+async def create_booking(
+    body: BookingCreate,
+    idempotency_key: IdempotencyKeyDep,
+    service: ServiceDep,
+    response: Response,
+) -> BookingAccepted:
+    """Start the booking saga; it runs on after this answers (poll GET /bookings/{id})."""
+    started = await service.start(idempotency_key, body.to_new_booking())
+    if not started.created:
+        response.status_code = 200
+    return BookingAccepted.of(started)
+
+
+@router.get(
+    "/{booking_id}",
+    response_model=BookingOut,
+    summary="Read a booking",
+    responses=error_responses(404, 422, 503),
+)
+async def get_booking(
+    booking_id: str, access_token: AccessTokenDep, service: ServiceDep
+) -> BookingOut:
+    """The booking's current state: items, payment and timeline (404 without its token)."""
+    record = await service.find_for_customer(booking_id, access_token)
+    return BookingOut.of(await service.view(record))
+
+
+@router.post(
+    "/{booking_id}/cancel",
+    response_model=BookingOut,
+    summary="Cancel a booking",
+    responses={
+        202: {"model": BookingOut, "description": "Accepted; the cancellation is still running"},
+        **error_responses(404, 409, 422, 503),
+    },
+)
+async def cancel_booking(
+    booking_id: str, access_token: AccessTokenDep, service: ServiceDep, response: Response
+) -> BookingOut:
+    """Before confirmation: undo everything. After: cancel per terms and refund. Idempotent."""
+    record = await service.find_for_customer(booking_id, access_token)
+    result = await service.cancel(record, CancelBookingRequest(actor="customer"))
+    if result.outcome == UpdateOutcome.IN_PROGRESS:
+        response.status_code = 202
+    return BookingOut.of(result.view)
+
+
+@router.post(
+    "/{booking_id}/price-decision",
+    response_model=BookingOut,
+    summary="Accept or decline a changed price",
+    responses={
+        202: {"model": BookingOut, "description": "Accepted; the booking is still moving on"},
+        **error_responses(404, 409, 422, 503),
+    },
+)
+async def decide_price(
+    booking_id: str,
+    body: PriceDecisionIn,
+    access_token: AccessTokenDep,
+    service: ServiceDep,
+    response: Response,
+) -> BookingOut:
+    """Answer AWAITING_PRICE_ACCEPTANCE; 409 when the booking is not waiting for it."""
+    record = await service.find_for_customer(booking_id, access_token)
+    result = await service.decide_price(record, PriceDecision(accept=body.accept))
+    if result.outcome == UpdateOutcome.IN_PROGRESS:
+        response.status_code = 202
+    return BookingOut.of(result.view)

@@ -1,0 +1,603 @@
+"""Booking commands and reads behind the HTTP API: start, find, view, steer, forward webhooks.
+
+Everything here speaks Temporal and the ledger, never HTTP, so the API stays a thin translation
+layer and the CLI or a test can use the same logic.
+
+Identity is derived, never stored in clear:
+
+- `booking_id = "bk_" + HMAC(secret, Idempotency-Key)` (96 bits): one key is one booking, and
+  Temporal's workflow id uniqueness (`booking-<booking_id>`, REJECT_DUPLICATE) makes the start
+  atomic, so two concurrent requests with one key can never start two sagas.
+- `access_token = HMAC(secret, booking_id)` (256 bits, urlsafe base64): a repeated request gets
+  the same token back; only its SHA-256 is kept (memo `access_token_hash`, the ledger).
+- `customer_ref = HMAC(customer_ref_key, lower-cased e-mail)`: safe for search attributes.
+
+The canonical request (`request_fingerprint`) is hashed into the memo at start, so a repeat with
+the same key and another body is told apart from a retry.
+
+Reads answer from the freshest source that answers: the workflow's `view` query (a worker polls),
+else the `view` memo the workflow upserts at every status change (no worker, or the workflow is
+closed), else the ledger (the workflow is gone from Temporal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.adapters.sql_store import BookingSummary, LedgerStore
+from passage.settings import Settings
+from workflows import search
+from workflows.booking import BookingWorkflow
+from workflows.contracts import (
+    BookingView,
+    CancelBookingRequest,
+    ItemView,
+    PaymentEvent,
+    PaymentView,
+    PriceDecision,
+    StaffAction,
+    TimelineEntry,
+)
+from workflows.model import (
+    BookingItemRequest,
+    BookingRequest,
+    BookingStatus,
+    ItemStatus,
+    Money,
+    PaymentStatus,
+    Traveller,
+    workflow_id_for,
+)
+
+#: Memo keys: the view (the workflow keeps it current), and what the API wrote at start.
+MEMO_VIEW = "view"
+MEMO_REQUEST_HASH = "request_hash"
+MEMO_ACCESS_TOKEN_HASH = "access_token_hash"
+
+#: What a booking id can look like (ours are `bk_` + 24 hex; tests and tools use other tails).
+BOOKING_ID = re.compile(r"bk_[A-Za-z0-9_-]{1,100}")
+
+
+def is_booking_id(value: str) -> bool:
+    return BOOKING_ID.fullmatch(value) is not None
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+class BookingNotFound(LookupError):
+    """No such booking, or the caller may not know that it exists."""
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key already names a booking made from another request."""
+
+
+class NotApplicable(Exception):
+    """The command does not apply to the booking in its current state; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EngineUnavailable(Exception):
+    """Temporal (or the workflow's worker) did not answer in time: a dependency failure."""
+
+
+# --- inputs and outputs --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewItem:
+    offer_id: str
+    quantity: int
+    expected_price: Money
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class NewBooking:
+    """A validated checkout request (the API has checked every field already)."""
+
+    customer_email: str
+    customer_name: str
+    travellers: tuple[Traveller, ...]
+    items: tuple[NewItem, ...]
+    payment_method: str
+
+    @property
+    def currency(self) -> str:
+        return self.items[0].expected_price.currency
+
+
+@dataclass(frozen=True)
+class StartedBooking:
+    booking_id: str
+    access_token: str
+    status: BookingStatus
+    #: True when this call started the saga, False when it found the one an earlier call started.
+    created: bool
+
+
+@dataclass(frozen=True)
+class BookingRecord:
+    """What is known about a booking before reading its view (one describe or one ledger read)."""
+
+    booking_id: str
+    access_token_hash: str | None
+    #: None when the workflow is gone from Temporal and only the ledger knows the booking.
+    description: WorkflowExecutionDescription | None
+    memo_view: BookingView | None
+
+    @property
+    def running(self) -> bool:
+        return (
+            self.description is not None
+            and self.description.status == WorkflowExecutionStatus.RUNNING
+        )
+
+
+class UpdateOutcome(StrEnum):
+    DONE = "done"
+    #: Accepted by the workflow but not finished within the wait (e.g. a supplier is slow).
+    IN_PROGRESS = "in_progress"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    outcome: UpdateOutcome
+    view: BookingView
+
+
+class WebhookOutcome(StrEnum):
+    FORWARDED = "forwarded"
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"
+
+
+# --- identity ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BookingKeys:
+    """The keyed hashes that derive booking ids, access tokens and customer pseudonyms."""
+
+    secret: bytes
+    customer_ref_key: bytes
+
+    def booking_id(self, idempotency_key: str) -> str:
+        digest = _hmac(self.secret, "booking-id", idempotency_key)
+        return "bk_" + digest.hex()[:24]
+
+    def access_token(self, booking_id: str) -> str:
+        digest = _hmac(self.secret, "access-token", booking_id)
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def customer_ref(self, email: str) -> str:
+        digest = _hmac(self.customer_ref_key, "customer-ref", email.strip().lower())
+        return "cref_" + digest.hex()[:32]
+
+
+def token_hash(token: str) -> str:
+    """What is stored instead of an access token: its SHA-256, hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_matches(token: str | None, stored_hash: str | None) -> bool:
+    if not token or not stored_hash:
+        return False
+    return hmac.compare_digest(token_hash(token), stored_hash)
+
+
+def request_fingerprint(booking: NewBooking) -> str:
+    """SHA-256 of the canonical JSON of a validated request (field order and spacing ignored)."""
+    canonical = json.dumps(dataclasses.asdict(booking), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _hmac(key: bytes, purpose: str, value: str) -> bytes:
+    return hmac.new(key, f"{purpose}\0{value}".encode(), hashlib.sha256).digest()
+
+
+# --- the service ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceTimeouts:
+    #: A live query waits this long for a worker before the memo answers instead.
+    query: timedelta = timedelta(seconds=2)
+    #: Describe, start and signal calls.
+    rpc: timedelta = timedelta(seconds=10)
+    #: How long a command waits for the workflow to accept it (a worker must be polling).
+    accept: timedelta = timedelta(seconds=10)
+    #: How long a command waits for its result before answering "in progress".
+    result: timedelta = timedelta(seconds=20)
+
+
+class BookingService:
+    """Starts, reads and steers booking workflows; reads the ledger when Temporal forgot."""
+
+    def __init__(
+        self,
+        client: Client,
+        store: LedgerStore,
+        settings: Settings,
+        keys: BookingKeys,
+        timeouts: ServiceTimeouts | None = None,
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._settings = settings
+        self._keys = keys
+        self._timeouts = timeouts or ServiceTimeouts()
+
+    @property
+    def keys(self) -> BookingKeys:
+        return self._keys
+
+    # --- start -----------------------------------------------------------------------------------
+
+    async def start(self, idempotency_key: str, booking: NewBooking) -> StartedBooking:
+        """Start the booking named by `idempotency_key`, or find the one an earlier call started.
+
+        Raises:
+            IdempotencyConflict: the key was used with another request.
+        """
+        booking_id = self._keys.booking_id(idempotency_key)
+        access_token = self._keys.access_token(booking_id)
+        fingerprint = request_fingerprint(booking)
+        if await self._store.get_access_token_hash(booking_id) is not None:
+            # Known to the ledger: a repeat. Checked first so that a booking whose workflow
+            # Temporal already forgot (retention) is never started a second time.
+            return await self._repeat(booking_id, access_token, fingerprint)
+        request = self._request(booking_id, access_token, booking)
+        try:
+            await self._client.start_workflow(
+                BookingWorkflow.run,
+                request,
+                id=workflow_id_for(booking_id),
+                task_queue=self._settings.task_queue,
+                # FAIL on a running workflow and REJECT_DUPLICATE on a closed one: the server
+                # decides atomically which of two concurrent calls starts the saga, and the
+                # other one learns it is a repeat (WorkflowAlreadyStartedError).
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                memo={
+                    MEMO_VIEW: initial_view(request),
+                    MEMO_REQUEST_HASH: fingerprint,
+                    MEMO_ACCESS_TOKEN_HASH: request.access_token_hash,
+                },
+                search_attributes=initial_search_attributes(request),
+                rpc_timeout=self._timeouts.rpc,
+            )
+        except WorkflowAlreadyStartedError:
+            return await self._repeat(booking_id, access_token, fingerprint)
+        return StartedBooking(booking_id, access_token, BookingStatus.RECEIVED, created=True)
+
+    async def _repeat(self, booking_id: str, access_token: str, fingerprint: str) -> StartedBooking:
+        description = await self._describe(booking_id)
+        if description is None:
+            raise IdempotencyConflict(
+                "this Idempotency-Key belongs to an earlier booking that can no longer be compared"
+            )
+        stored = await description.memo_value(MEMO_REQUEST_HASH, None, type_hint=str)
+        if stored is None or not hmac.compare_digest(stored, fingerprint):
+            raise IdempotencyConflict(
+                "this Idempotency-Key was already used with a different request"
+            )
+        status = description.typed_search_attributes.get(search.BOOKING_STATUS)
+        return StartedBooking(
+            booking_id,
+            access_token,
+            BookingStatus(status) if status else BookingStatus.RECEIVED,
+            created=False,
+        )
+
+    def _request(self, booking_id: str, access_token: str, booking: NewBooking) -> BookingRequest:
+        settings = self._settings
+        return BookingRequest(
+            booking_id=booking_id,
+            customer_ref=self._keys.customer_ref(booking.customer_email),
+            customer_email=booking.customer_email,
+            customer_name=booking.customer_name,
+            currency=booking.currency,
+            items=tuple(
+                BookingItemRequest(
+                    item_id=f"it_{position}",
+                    offer_id=item.offer_id,
+                    quantity=item.quantity,
+                    expected_price=item.expected_price,
+                    optional=item.optional,
+                )
+                for position, item in enumerate(booking.items, start=1)
+            ),
+            payment_method=booking.payment_method,
+            travellers=booking.travellers,
+            access_token_hash=token_hash(access_token),
+            price_tolerance_minor=settings.price_tolerance_minor,
+            price_acceptance_timeout_seconds=settings.price_acceptance_timeout_seconds,
+            payment_action_timeout_seconds=settings.payment_action_timeout_seconds,
+            created_at=datetime.now(UTC).isoformat(),
+        )
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    async def find(self, booking_id: str) -> BookingRecord | None:
+        """The booking's workflow description (or its ledger row when Temporal forgot it)."""
+        if not is_booking_id(booking_id):
+            return None
+        description = await self._describe(booking_id)
+        if description is not None:
+            memo_view = await description.memo_value(MEMO_VIEW, None, type_hint=BookingView)
+            token = await description.memo_value(MEMO_ACCESS_TOKEN_HASH, None, type_hint=str)
+            return BookingRecord(booking_id, token, description, memo_view)
+        stored_hash = await self._store.get_access_token_hash(booking_id)
+        if stored_hash is None:
+            return None
+        return BookingRecord(booking_id, stored_hash, None, None)
+
+    async def find_for_customer(self, booking_id: str, access_token: str | None) -> BookingRecord:
+        """The booking if `access_token` is its token; otherwise BookingNotFound (no hint)."""
+        if not access_token:
+            raise BookingNotFound(booking_id)
+        record = await self.find(booking_id)
+        if record is None or not token_matches(access_token, record.access_token_hash):
+            raise BookingNotFound(booking_id)
+        return record
+
+    async def find_for_staff(self, booking_id: str) -> BookingRecord:
+        record = await self.find(booking_id)
+        if record is None:
+            raise BookingNotFound(booking_id)
+        return record
+
+    async def view(self, record: BookingRecord) -> BookingView:
+        """Live query when a worker answers; else the memo; else the ledger."""
+        if record.running:
+            handle = self._handle(record.booking_id)
+            try:
+                return await handle.query(BookingWorkflow.view, rpc_timeout=self._timeouts.query)
+            except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
+                pass  # no worker answered in time: the memo is at most one transition behind
+        if record.memo_view is not None:
+            return record.memo_view
+        view = await self._store.get_view(record.booking_id)
+        if view is None:
+            raise BookingNotFound(record.booking_id)
+        return view
+
+    async def audit(self, booking_id: str, view: BookingView) -> tuple[TimelineEntry, ...]:
+        """The ledger's audit trail, completed with live entries it has not recorded yet."""
+        recorded = await self._store.events(booking_id)
+        last = max((entry.seq for entry in recorded), default=0)
+        return recorded + tuple(entry for entry in view.timeline if entry.seq > last)
+
+    async def search(
+        self,
+        *,
+        status: BookingStatus | None = None,
+        email: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        supplier: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[BookingSummary], str | None]:
+        """Staff search over the ledger (raises InvalidCursor / ValueError on bad paging)."""
+        return await self._store.search(
+            status=status,
+            email=email,
+            created_from=created_from,
+            created_to=created_to,
+            supplier=supplier,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    # --- commands --------------------------------------------------------------------------------
+
+    async def cancel(self, record: BookingRecord, request: CancelBookingRequest) -> CommandResult:
+        """Cancel (idempotent: an already cancelled booking answers with its view)."""
+        try:
+            return await self._command(record, BookingWorkflow.cancel, request)
+        except NotApplicable:
+            view = await self._closed_view(record)
+            if view is not None and view.status == BookingStatus.CANCELLED:
+                return CommandResult(UpdateOutcome.DONE, view)
+            raise
+
+    async def decide_price(self, record: BookingRecord, decision: PriceDecision) -> CommandResult:
+        return await self._command(record, BookingWorkflow.decide_price, decision)
+
+    async def retry(self, record: BookingRecord, action: StaffAction) -> CommandResult:
+        return await self._command(record, BookingWorkflow.retry, action)
+
+    async def resolve(self, record: BookingRecord, action: StaffAction) -> CommandResult:
+        return await self._command(record, BookingWorkflow.resolve, action)
+
+    async def _command(self, record: BookingRecord, update: Any, argument: Any) -> CommandResult:
+        """Run a workflow update: rejected by its validator or on a closed booking -> NotApplicable.
+
+        The update is first awaited until the workflow accepts it (bounded: a worker must be
+        polling), then its result for a while; a slow one answers IN_PROGRESS with the live view.
+        """
+        if not record.running:
+            raise NotApplicable(await self._closed_reason(record))
+        handle = self._handle(record.booking_id)
+        try:
+            async with asyncio.timeout(self._timeouts.accept.total_seconds()):
+                update_handle = await handle.start_update(
+                    update,
+                    argument,
+                    wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                    rpc_timeout=self._timeouts.accept,
+                )
+        except WorkflowUpdateFailedError as err:
+            raise NotApplicable(_rejection_reason(err)) from err
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+            raise EngineUnavailable("the booking's workflow did not accept the command") from err
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:  # it closed in the meantime
+                raise NotApplicable(await self._closed_reason(record)) from err
+            raise
+        try:
+            async with asyncio.timeout(self._timeouts.result.total_seconds()):
+                view: BookingView = await update_handle.result()
+        except WorkflowUpdateFailedError as err:
+            raise NotApplicable(_rejection_reason(err)) from err
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            return CommandResult(UpdateOutcome.IN_PROGRESS, await self.view(record))
+        return CommandResult(UpdateOutcome.DONE, view)
+
+    async def _closed_view(self, record: BookingRecord) -> BookingView | None:
+        fresh = await self.find(record.booking_id)
+        if fresh is None or fresh.running:
+            return None
+        return await self.view(fresh)
+
+    async def _closed_reason(self, record: BookingRecord) -> str:
+        view = await self._closed_view(record)
+        if view is None:
+            return "the booking is not running"
+        return f"the booking is {view.status.value} and no longer running"
+
+    # --- webhooks --------------------------------------------------------------------------------
+
+    async def forward_payment_event(
+        self, event_id: str, event_type: str, payment_intent_id: str, booking_id: str
+    ) -> WebhookOutcome:
+        """Signal a payment event to its booking once per event id, however often it arrives.
+
+        The id is marked in the ledger first (atomic, so concurrent deliveries race safely); if
+        the signal cannot be delivered the mark is removed again and EngineUnavailable raised, so
+        the provider's redelivery is processed.
+        """
+        if not is_booking_id(booking_id):
+            return WebhookOutcome.IGNORED
+        if not await self._store.mark_webhook_event_processed(event_id):
+            return WebhookOutcome.DUPLICATE
+        try:
+            await self._handle(booking_id).signal(
+                BookingWorkflow.payment_event,
+                PaymentEvent(event_id, event_type, payment_intent_id),
+                rpc_timeout=self._timeouts.rpc,
+            )
+        except RPCError as err:
+            if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+                return WebhookOutcome.IGNORED  # unknown or finished booking: nothing waits for it
+            await self._store.unmark_webhook_event(event_id)
+            raise EngineUnavailable("the payment event could not be delivered") from err
+        except BaseException:
+            await self._store.unmark_webhook_event(event_id)
+            raise
+        return WebhookOutcome.FORWARDED
+
+    # --- health ----------------------------------------------------------------------------------
+
+    async def temporal_ready(self) -> bool:
+        try:
+            return await self._client.service_client.check_health(timeout=timedelta(seconds=2))
+        except RPCError:
+            return False
+
+    # --- small pieces ----------------------------------------------------------------------------
+
+    def _handle(self, booking_id: str) -> WorkflowHandle[BookingWorkflow, BookingView]:
+        return self._client.get_workflow_handle_for(
+            BookingWorkflow.run, workflow_id_for(booking_id)
+        )
+
+    async def _describe(self, booking_id: str) -> WorkflowExecutionDescription | None:
+        try:
+            return await self._handle(booking_id).describe(rpc_timeout=self._timeouts.rpc)
+        except RPCError as err:
+            if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+                return None
+            raise
+
+
+def _rejection_reason(err: WorkflowUpdateFailedError) -> str:
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.message:
+        return cause.message
+    return str(cause or err)
+
+
+def initial_view(request: BookingRequest) -> BookingView:
+    """The view before the workflow ran: what the memo shows until a worker picks the saga up."""
+    currency = request.currency
+    zero = Money.zero(currency)
+    return BookingView(
+        booking_id=request.booking_id,
+        status=BookingStatus.RECEIVED,
+        step="RECEIVED",
+        currency=currency,
+        expected_total=request.expected_total,
+        quoted_total=None,
+        items=tuple(
+            ItemView(
+                item_id=item.item_id,
+                offer_id=item.offer_id,
+                quantity=item.quantity,
+                optional=item.optional,
+                status=ItemStatus.PENDING,
+                price=item.expected_price,
+            )
+            for item in request.items
+        ),
+        payment=PaymentView(PaymentStatus.NONE, zero, zero, zero, zero),
+        timeline=(),
+        error=None,
+        attention=None,
+        version=0,
+        updated_at=request.created_at,
+        created_at=request.created_at,
+        customer_ref=request.customer_ref,
+    )
+
+
+def initial_search_attributes(request: BookingRequest) -> TypedSearchAttributes:
+    """All six search attributes from the first moment, so the UI lists the booking at once."""
+    suppliers: Sequence[str] = []
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(search.BOOKING_STATUS, BookingStatus.RECEIVED.value),
+            SearchAttributePair(search.BOOKING_STEP, "RECEIVED"),
+            SearchAttributePair(search.NEEDS_ATTENTION, False),
+            SearchAttributePair(search.CUSTOMER_REF, request.customer_ref),
+            SearchAttributePair(search.SUPPLIERS, suppliers),
+            SearchAttributePair(search.TOTAL_MINOR, request.expected_total.amount_minor),
+        ]
+    )

@@ -1,0 +1,212 @@
+"""`passage`: the support staff's command line, over the staff HTTP API.
+
+    passage bookings list [--status S] [--email E] [--supplier S] [--limit N] [--all]
+    passage bookings show ID
+    passage bookings retry ID [--note ..]
+    passage bookings resolve ID --note ..
+    passage bookings cancel ID [--note ..]
+
+Every command accepts `--json` for the raw answer. The API is `PASSAGE_API_URL` (default
+http://127.0.0.1:8000); the staff key is `PASSAGE_STAFF_KEY`, else the first of
+`PASSAGE_STAFF_KEYS`. Exit status: 0 done, 1 refused or failed (the API's message is printed),
+2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+import httpx
+
+from passage.settings import Settings
+
+Json = dict[str, Any]
+
+
+class CliError(Exception):
+    """A failure to report in one line (no traceback): refused, unreachable, misconfigured."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="passage", description="Passage support tools.")
+    groups = parser.add_subparsers(dest="group", required=True)
+    bookings = groups.add_parser("bookings", help="find, inspect and steer bookings")
+    commands = bookings.add_subparsers(dest="command", required=True)
+
+    listing = commands.add_parser("list", help="bookings, newest first")
+    listing.add_argument("--status", help="e.g. NEEDS_ATTENTION, CONFIRMED, FAILED")
+    listing.add_argument("--email", help="customer e-mail (any case)")
+    listing.add_argument("--supplier", help="any item's supplier")
+    listing.add_argument("--limit", type=int, default=50, help="per page (default 50)")
+    listing.add_argument("--all", action="store_true", help="follow every page")
+
+    show = commands.add_parser("show", help="one booking with its audit trail")
+    show.add_argument("booking_id")
+
+    for name, text, note_required in (
+        ("retry", "retry the step a NEEDS_ATTENTION booking is stuck on", False),
+        ("resolve", "mark the stuck step as handled by hand; the saga goes on", True),
+        ("cancel", "force a cancellation", False),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("booking_id")
+        command.add_argument("--note", required=note_required, default="", help="recorded")
+
+    for command in commands.choices.values():
+        command.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    return parser
+
+
+def run(args: argparse.Namespace, http: httpx.Client, out: TextIO = sys.stdout) -> int:
+    """Run one parsed command with `http` (base URL and staff key set); returns the exit status."""
+    handlers: dict[str, Callable[[argparse.Namespace, httpx.Client, TextIO], None]] = {
+        "list": _list,
+        "show": _show,
+        "retry": _command,
+        "resolve": _command,
+        "cancel": _command,
+    }
+    try:
+        handlers[args.command](args, http, out)
+    except CliError as err:
+        print(f"passage: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The `passage` console script: parse, call the API, flush, exit."""
+    try:
+        status = _main(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exit_:  # argparse: usage errors and --help
+        status = exit_.code if isinstance(exit_.code, int) else 2
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(status)  # as worker.py: no crash at interpreter exit
+
+
+def _main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    key = os.environ.get("PASSAGE_STAFF_KEY") or next(iter(sorted(settings.staff_key_set)), "")
+    if not key:
+        print("passage: set PASSAGE_STAFF_KEY to a staff key (make up prints one)", file=sys.stderr)
+        return 2
+    base_url = os.environ.get("PASSAGE_API_URL", settings.api_url)
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=60) as http:
+        return run(args, http)
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def _list(args: argparse.Namespace, http: httpx.Client, out: TextIO) -> None:
+    params: dict[str, Any] = {"limit": args.limit}
+    for name in ("status", "email", "supplier"):
+        if getattr(args, name):
+            params[name] = getattr(args, name)
+    bookings: list[Json] = []
+    while True:
+        page = _call(http, "GET", "/admin/bookings", params=params)
+        bookings += page["bookings"]
+        if not args.all or not page["next_cursor"]:
+            break
+        params["cursor"] = page["next_cursor"]
+    if args.json:
+        print(
+            json.dumps({"bookings": bookings, "next_cursor": page["next_cursor"]}, indent=2),
+            file=out,
+        )
+        return
+    print(f"{'BOOKING':<28} {'STATUS':<26} {'TOTAL':>12}  {'CREATED':<20} CUSTOMER", file=out)
+    for summary in bookings:
+        total = summary["total"]
+        line = (
+            f"{summary['booking_id']:<28} {summary['status']:<26} "
+            f"{_money(total):>12}  {summary['created_at'][:19]:<20} {summary['customer_email']}"
+        )
+        print(line, file=out)
+        if summary.get("attention"):
+            attention = summary["attention"]
+            print(f"{'':<28} stuck on {attention['step']}: {attention['reason']}", file=out)
+    if page["next_cursor"] and not args.all:
+        print("(more: use --all)", file=out)
+
+
+def _show(args: argparse.Namespace, http: httpx.Client, out: TextIO) -> None:
+    view = _call(http, "GET", f"/admin/bookings/{args.booking_id}")
+    _print_view(view, args.json, out)
+
+
+def _command(args: argparse.Namespace, http: httpx.Client, out: TextIO) -> None:
+    path = f"/admin/bookings/{args.booking_id}/{args.command}"
+    view = _call(http, "POST", path, json={"note": args.note})
+    _print_view(view, args.json, out)
+
+
+# --- small pieces --------------------------------------------------------------------------------
+
+
+def _call(http: httpx.Client, method: str, path: str, **kwargs: Any) -> Json:
+    try:
+        response = http.request(method, path, **kwargs)
+    except httpx.HTTPError as err:
+        raise CliError(f"cannot reach the API at {http.base_url}: {err}") from err
+    try:
+        body: Json = response.json()
+    except ValueError:
+        body = {}
+    if response.status_code >= 400:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        message = error.get("message") or response.text or response.reason_phrase
+        fields = "; ".join(f"{f['field']}: {f['message']}" for f in error.get("fields") or [])
+        raise CliError(f"{response.status_code} {message}" + (f" ({fields})" if fields else ""))
+    return body
+
+
+def _money(money: Json | None) -> str:
+    if not money:
+        return "-"
+    return f"{money['amount'] / 100:.2f} {money['currency']}"
+
+
+def _print_view(view: Json, as_json: bool, out: TextIO) -> None:
+    if as_json:
+        print(json.dumps(view, indent=2), file=out)
+        return
+    print(f"{view['booking_id']}  {view['status']}  (step {view['step']})", file=out)
+    print(f"  workflow: {view.get('workflow_id', '-')}", file=out)
+    if view.get("error"):
+        print(f"  error: {view['error']['type']}: {view['error']['message']}", file=out)
+    if view.get("attention"):
+        attention = view["attention"]
+        print(f"  NEEDS ATTENTION on {attention['step']}: {attention['reason']}", file=out)
+    print("  items:", file=out)
+    for item in view["items"]:
+        print(
+            f"    {item['item_id']:<5} {item['status']:<10} {item['offer_id']:<30} "
+            f"{_money(item['price']):>12}  {item.get('supplier') or ''} "
+            f"{item.get('supplier_ref') or ''}",
+            file=out,
+        )
+    payment = view["payment"]
+    print(
+        f"  payment: {payment['status']}  authorized {_money(payment['authorized'])}, "
+        f"captured {_money(payment['captured'])}, refunded {_money(payment['refunded'])}, "
+        f"fees kept {_money(payment.get('fees_kept'))}",
+        file=out,
+    )
+    print("  audit:", file=out)
+    for entry in view.get("audit") or view["timeline"]:
+        actor = f" [{entry['actor']}]" if entry.get("actor") else ""
+        detail = f" {entry['detail']}" if entry.get("detail") else ""
+        print(
+            f"    {entry['at'][:23]}  {entry['step']}: {entry['outcome']}{actor}{detail}", file=out
+        )

@@ -1,0 +1,59 @@
+"""Pytest plugin: the HTTP API in process, on the session's real engine.
+
+Fixtures:
+- `api_app` (session): `create_app(...)` with the `engine_worker`'s settings and Temporal client,
+  its lifespan started (ledger engine, booking service) and stopped at the end.
+- `api_client`: an `httpx.AsyncClient` on that app through `httpx.ASGITransport`.
+- `staff_headers`: `Authorization: Bearer <staff key>` for the staff endpoints.
+
+`running_api(settings, client)` starts another app the same way (e.g. on a task queue no worker
+polls), for tests that need one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import pytest_asyncio
+from fastapi import FastAPI
+from temporalio.client import Client
+
+from api.app import create_app
+from passage.settings import Settings
+from tests.support.stack import Engine
+
+
+@contextlib.asynccontextmanager
+async def running_api(settings: Settings, client: Client) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on a freshly created app whose lifespan runs for the block."""
+    app = create_app(settings, client=client)
+    async with app.router.lifespan_context(app), _client_on(app) as http:
+        yield http
+
+
+def _client_on(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://passage.test", timeout=60
+    )
+
+
+@pytest_asyncio.fixture(scope="session")
+async def api_app(engine_worker: Engine) -> AsyncIterator[FastAPI]:
+    app = create_app(engine_worker.settings, client=engine_worker.client)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest_asyncio.fixture
+async def api_client(api_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with _client_on(api_app) as http:
+        yield http
+
+
+@pytest.fixture
+def staff_headers(engine_settings: Settings) -> dict[str, str]:
+    key = sorted(engine_settings.staff_key_set)[0]
+    return {"Authorization": f"Bearer {key}"}
