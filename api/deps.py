@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import structlog
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 from temporalio.converter import PayloadCodec
@@ -157,5 +157,13 @@ IdempotencyKeyDep = Annotated[
         max_length=255,
         description="One key per checkout attempt: a retry with the same key and body gets the "
         "same booking; the same key with another body is refused (409).",
+    ),
+]
+
+BookingIdPath = Annotated[
+    str,
+    Path(
+        description="The booking id POST /bookings returned (`bk_...`).",
+        examples=["bk_3f9a1c0d5e7b2a4c6d8e0f12"],
     ),
 ]

@@ -263,10 +263,6 @@ class BookingService:
         self._keys = keys
         self._timeouts = timeouts or ServiceTimeouts()
 
-    @property
-    def keys(self) -> BookingKeys:
-        return self._keys
-
     # --- start -----------------------------------------------------------------------------------
 
     async def start(self, idempotency_key: str, booking: NewBooking) -> StartedBooking:

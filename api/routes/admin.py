@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from activities.adapters.sql_store import MAX_PAGE_SIZE, InvalidCursor
-from api.deps import ServiceDep, StaffDep
+from api.deps import BookingIdPath, ServiceDep, StaffDep
 from api.errors import ApiError, error_responses
 from api.schemas import AdminBookingOut, BookingList, BookingSummaryOut, FieldError, StaffNote
 from passage.bookings import BookingRecord, BookingService, CommandResult, UpdateOutcome
@@ -23,8 +23,11 @@ _SEARCH_PARAMETERS = frozenset(
 )
 
 
-def _known_search_parameters(request: Request) -> None:
-    """A misspelt filter (`stauts=FAILED`) would silently list everything: refuse it instead."""
+def _known_search_parameters(request: Request, staff: StaffDep) -> None:
+    """A misspelt filter (`stauts=FAILED`) would silently list everything: refuse it instead.
+
+    Depends on the staff key so that an unauthenticated caller gets 401 before anything else.
+    """
     unknown = sorted(set(request.query_params) - _SEARCH_PARAMETERS)
     if unknown:
         raise ApiError(
@@ -87,7 +90,9 @@ async def list_bookings(
     summary="Read a booking with its audit trail",
     responses=error_responses(401, 404, 422, 503),
 )
-async def get_booking(booking_id: str, staff: StaffDep, service: ServiceDep) -> AdminBookingOut:
+async def get_booking(
+    booking_id: BookingIdPath, staff: StaffDep, service: ServiceDep
+) -> AdminBookingOut:
     """The booking view, the full audit trail (who, when, note) and the Temporal workflow id."""
     record = await service.find_for_staff(booking_id)
     return await _admin_view(service, record)
@@ -103,7 +108,7 @@ async def get_booking(booking_id: str, staff: StaffDep, service: ServiceDep) -> 
     },
 )
 async def retry_booking(
-    booking_id: str,
+    booking_id: BookingIdPath,
     staff: StaffDep,
     service: ServiceDep,
     response: Response,
@@ -125,7 +130,11 @@ async def retry_booking(
     },
 )
 async def resolve_booking(
-    booking_id: str, body: StaffNote, staff: StaffDep, service: ServiceDep, response: Response
+    booking_id: BookingIdPath,
+    body: StaffNote,
+    staff: StaffDep,
+    service: ServiceDep,
+    response: Response,
 ) -> AdminBookingOut:
     """The operator did the stuck step by hand (the note says how); the saga goes on."""
     record = await service.find_for_staff(booking_id)
@@ -143,7 +152,11 @@ async def resolve_booking(
     },
 )
 async def cancel_booking(
-    booking_id: str, body: StaffNote, staff: StaffDep, service: ServiceDep, response: Response
+    booking_id: BookingIdPath,
+    body: StaffNote,
+    staff: StaffDep,
+    service: ServiceDep,
+    response: Response,
 ) -> AdminBookingOut:
     """Cancel on the customer's behalf (recorded with the operator and the note)."""
     record = await service.find_for_staff(booking_id)

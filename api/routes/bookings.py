@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from api.deps import AccessTokenDep, IdempotencyKeyDep, ServiceDep
+from api.deps import AccessTokenDep, BookingIdPath, IdempotencyKeyDep, ServiceDep
 from api.errors import error_responses
 from api.schemas import BookingAccepted, BookingCreate, BookingOut, PriceDecisionIn
 from passage.bookings import UpdateOutcome
@@ -48,7 +48,7 @@ async def create_booking(
     responses=error_responses(404, 422, 503),
 )
 async def get_booking(
-    booking_id: str, access_token: AccessTokenDep, service: ServiceDep
+    booking_id: BookingIdPath, access_token: AccessTokenDep, service: ServiceDep
 ) -> BookingOut:
     """The booking's current state: items, payment and timeline (404 without its token)."""
     record = await service.find_for_customer(booking_id, access_token)
@@ -65,7 +65,7 @@ async def get_booking(
     },
 )
 async def cancel_booking(
-    booking_id: str, access_token: AccessTokenDep, service: ServiceDep, response: Response
+    booking_id: BookingIdPath, access_token: AccessTokenDep, service: ServiceDep, response: Response
 ) -> BookingOut:
     """Before confirmation: undo everything. After: cancel per terms and refund. Idempotent."""
     record = await service.find_for_customer(booking_id, access_token)
@@ -85,7 +85,7 @@ async def cancel_booking(
     },
 )
 async def decide_price(
-    booking_id: str,
+    booking_id: BookingIdPath,
     body: PriceDecisionIn,
     access_token: AccessTokenDep,
     service: ServiceDep,
