@@ -38,9 +38,11 @@ class ErrorType(StrEnum):
     PAYMENT_ACTION_FAILED = "PAYMENT_ACTION_FAILED"
     PAYMENT_ACTION_TIMEOUT = "PAYMENT_ACTION_TIMEOUT"
     PAYMENT_FAILED = "PAYMENT_FAILED"
+    PAYMENT_UNAVAILABLE = "PAYMENT_UNAVAILABLE"
     CANCELLED_BY_CUSTOMER = "CANCELLED_BY_CUSTOMER"
     CANCELLED_BY_STAFF = "CANCELLED_BY_STAFF"
     STOPPED = "STOPPED"
+    INTERNAL = "INTERNAL"
 
 
 #: Business refusals: retrying the same call cannot succeed, so activities raise them non-retryable.
@@ -113,8 +115,11 @@ class HoldItemInput:
 
 @dataclass(frozen=True)
 class ItemHold:
+    """The supplier's hold; `price` is what the supplier holds it at (None if it does not say)."""
+
     hold_ref: str
     expires_at: str
+    price: Money | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,8 @@ class CancelItemInput:
 
 @dataclass(frozen=True)
 class ItemCancellation:
+    """`fee` is what the supplier reports it keeps (None: it kept nothing or did not say)."""
+
     status: str
     fee: Money | None = None
 
@@ -281,10 +288,17 @@ class ItemView:
     cancellation: CancellationTerms | None = None
     cancellation_fee: Money | None = None
     error: BookingError | None = None
+    #: The price the supplier held the item at, when it differs from the quote.
+    held_price: Money | None = None
 
 
 @dataclass(frozen=True)
 class PaymentView:
+    """The booking's payment. `fees_kept` is what the customer paid in cancellation fees, so
+    `refunded == captured - fees_kept` once cancelled; `fees_absorbed` is what suppliers kept
+    while a failed or force-cancelled booking was undone, a cost to the merchant, never charged.
+    """
+
     status: PaymentStatus
     authorized: Money
     captured: Money
@@ -292,6 +306,7 @@ class PaymentView:
     fees_kept: Money
     payment_intent_id: str | None = None
     client_secret: str | None = None
+    fees_absorbed: Money | None = None
 
 
 @dataclass(frozen=True)
@@ -301,6 +316,7 @@ class AttentionView:
     step: str
     reason: str
     since: str
+    item_id: str | None = None
 
 
 @dataclass(frozen=True)
