@@ -29,7 +29,6 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -47,7 +46,6 @@ from temporalio.client import (
     WorkflowUpdateStage,
 )
 from temporalio.common import (
-    SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
@@ -58,13 +56,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.adapters.sql_store import BookingSummary, LedgerStore
 from passage.settings import Settings
 from workflows import search
-from workflows.booking import BookingWorkflow
+from workflows.booking import MEMO_VIEW, BookingWorkflow
 from workflows.contracts import (
     BookingView,
     CancelBookingRequest,
-    ItemView,
     PaymentEvent,
-    PaymentView,
     PriceDecision,
     StaffAction,
     TimelineEntry,
@@ -73,15 +69,13 @@ from workflows.model import (
     BookingItemRequest,
     BookingRequest,
     BookingStatus,
-    ItemStatus,
     Money,
-    PaymentStatus,
     Traveller,
     workflow_id_for,
 )
+from workflows.state import BookingState
 
 #: Memo keys: the view (the workflow keeps it current), and what the API wrote at start.
-MEMO_VIEW = "view"
 MEMO_REQUEST_HASH = "request_hash"
 MEMO_ACCESS_TOKEN_HASH = "access_token_hash"
 
@@ -553,47 +547,9 @@ def _rejection_reason(err: WorkflowUpdateFailedError) -> str:
 
 def initial_view(request: BookingRequest) -> BookingView:
     """The view before the workflow ran: what the memo shows until a worker picks the saga up."""
-    currency = request.currency
-    zero = Money.zero(currency)
-    return BookingView(
-        booking_id=request.booking_id,
-        status=BookingStatus.RECEIVED,
-        step="RECEIVED",
-        currency=currency,
-        expected_total=request.expected_total,
-        quoted_total=None,
-        items=tuple(
-            ItemView(
-                item_id=item.item_id,
-                offer_id=item.offer_id,
-                quantity=item.quantity,
-                optional=item.optional,
-                status=ItemStatus.PENDING,
-                price=item.expected_price,
-            )
-            for item in request.items
-        ),
-        payment=PaymentView(PaymentStatus.NONE, zero, zero, zero, zero),
-        timeline=(),
-        error=None,
-        attention=None,
-        version=0,
-        updated_at=request.created_at,
-        created_at=request.created_at,
-        customer_ref=request.customer_ref,
-    )
+    return BookingState.new(request).view(request.created_at)
 
 
 def initial_search_attributes(request: BookingRequest) -> TypedSearchAttributes:
     """All six search attributes from the first moment, so the UI lists the booking at once."""
-    suppliers: Sequence[str] = []
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(search.BOOKING_STATUS, BookingStatus.RECEIVED.value),
-            SearchAttributePair(search.BOOKING_STEP, "RECEIVED"),
-            SearchAttributePair(search.NEEDS_ATTENTION, False),
-            SearchAttributePair(search.CUSTOMER_REF, request.customer_ref),
-            SearchAttributePair(search.SUPPLIERS, suppliers),
-            SearchAttributePair(search.TOTAL_MINOR, request.expected_total.amount_minor),
-        ]
-    )
+    return BookingState.new(request).search_attributes()

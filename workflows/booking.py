@@ -57,6 +57,8 @@ InputT = TypeVar("InputT")
 
 #: Stop this long before the earliest hold expires so confirmation never races expiry.
 MAX_HOLD_MARGIN = timedelta(seconds=30)
+#: Authorization retries an outage until the hold deadline stops it; this bounds it otherwise.
+AUTHORIZE_WINDOW = timedelta(hours=1)
 #: How often a booking waiting for 3-D Secure re-reads the PaymentIntent when no webhook came.
 PAYMENT_POLL_SECONDS = 10.0
 
@@ -114,6 +116,8 @@ class BookingWorkflow:
         self._compensations = Compensations()
         self._stop_reason: BookingError | None = None
         self._workflow_cancelled = False
+        #: Staff forced a cancel while a failed booking was being undone: it ends CANCELLED.
+        self._force_cancelled = False
         self._confirmation_begun = resumed is not None
         self._confirmed = resumed is not None
         self._authorization: AuthorizePaymentInput | None = None
@@ -320,7 +324,9 @@ class BookingWorkflow:
         self._authorization = request
         self._compensations.register(Compensation(UndoKind.VOID_PAYMENT))
         try:
-            auth = await self._forward(calls.AUTHORIZE_PAYMENT, request)
+            auth = await self._forward(
+                calls.AUTHORIZE_PAYMENT, request, schedule_to_close=AUTHORIZE_WINDOW
+            )
         except SagaFailedError as failure:
             self._event("AUTHORIZE", "failed", failure.error.message)
             raise
@@ -511,7 +517,7 @@ class BookingWorkflow:
         for view in self._state.items.values():
             if view.status == ItemStatus.PENDING:
                 self._state.update_item(view.item_id, status=ItemStatus.FAILED)
-        if cancelling:
+        if cancelling or self._force_cancelled:
             self._set_status(BookingStatus.CANCELLED, "CANCELLED")
         else:
             self._set_status(BookingStatus.FAILED, "FAILED")
@@ -680,8 +686,8 @@ class BookingWorkflow:
             horizon = timedelta(seconds=self._request.cancel_horizon_seconds)
             if self._state.still_cancellable() and workflow.now() + window - created < horizon:
                 await self._finish()
-                view = self._view()
-                workflow.continue_as_new(self._request, memo={MEMO_VIEW: view})
+                memo = {**workflow.memo(), MEMO_VIEW: self._view()}  # keeps the token hash
+                workflow.continue_as_new(self._request, memo=memo)
             return
         if self._cancel_request is not None:
             await self._cancel_confirmed()
@@ -733,18 +739,16 @@ class BookingWorkflow:
     @workflow.update
     async def cancel(self, request: CancelBookingRequest) -> BookingView:
         attention = self._attention_seq
+        staff = request.actor != "customer"
         if not self._cancel_accepted():
             self._event("CANCEL", "requested", request.note, actor=request.actor)
             if self._confirmed:
                 self._cancel_request = request
+            elif self._stop_reason is not None:  # already undoing a failure: it ends CANCELLED
+                self._force_cancelled = staff
             else:
-                reason = (
-                    ErrorType.CANCELLED_BY_CUSTOMER
-                    if request.actor == "customer"
-                    else ErrorType.CANCELLED_BY_STAFF
-                )
+                reason = ErrorType.CANCELLED_BY_STAFF if staff else ErrorType.CANCELLED_BY_CUSTOMER
                 self._stop(BookingError(reason.value, request.note or "cancelled"))
-        staff = request.actor != "customer"
         if staff and self._state.status == BookingStatus.NEEDS_ATTENTION and self._operator is None:
             # Staff force the cancel through: the stuck step is tried again now.
             self._operator = OperatorCommand(
@@ -785,7 +789,7 @@ class BookingWorkflow:
         """Whether a cancel was already accepted (a repeat is answered, not applied twice)."""
         if self._state.status in (BookingStatus.CANCELLING, BookingStatus.CANCELLED):
             return True
-        if self._cancel_request is not None:
+        if self._cancel_request is not None or self._force_cancelled:
             return True
         return self._stop_reason is not None and self._stop_reason.type in CANCELS
 

@@ -954,18 +954,16 @@ async def test_staff_retry_and_resolve_a_stuck_booking_with_an_audit_trail(
     staff_headers: dict[str, str],
     card: str,
 ) -> None:
-    # The hotel's confirmation is refused, so the saga must cancel the confirmed flight; the
-    # airline refuses that twice: the booking waits for an operator.
+    # The free hotel is confirmed first, then the flight's confirmation is refused, so the saga
+    # must cancel the confirmed hotel; the hotel refuses that three times: an operator is needed.
+    await simulator.add_fault("refuse", supplier="aurora-air", operation="confirm", code="SOLD_OUT")
     await simulator.add_fault(
-        "refuse", supplier="meridian-stays", operation="confirm", code="SOLD_OUT"
-    )
-    await simulator.add_fault(
-        "refuse", supplier="aurora-air", operation="cancel", code="NOT_CANCELLABLE", times=2
+        "refuse", supplier="meridian-stays", operation="cancel", code="NOT_CANCELLABLE", times=3
     )
     booking = await book(api_client, await checkout(simulator, card, FLIGHT, HOTEL))
     booking_id = booking["booking_id"]
     stuck = await wait_for(api_client, booking, "NEEDS_ATTENTION")
-    assert stuck["attention"]["step"] == "CANCEL it_1"
+    assert stuck["attention"]["step"] == "CANCEL it_2"
     assert "NOT_CANCELLABLE" in stuck["attention"]["reason"]
     query = f'BookingStatus="NEEDS_ATTENTION" AND WorkflowId="booking-{booking_id}"'
 
@@ -981,26 +979,30 @@ async def test_staff_retry_and_resolve_a_stuck_booking_with_an_audit_trail(
         return booking_id in {summary["booking_id"] for summary in response.json()["bookings"]}
 
     await eventually(listed_by_staff_api)
-    cancel_refused = await api_client.post(
-        f"/admin/bookings/{booking_id}/cancel", json={"note": "no"}, headers=staff_headers
+    # A staff force-cancel is accepted while stuck: the step is tried again (refused again).
+    forced = await api_client.post(
+        f"/admin/bookings/{booking_id}/cancel",
+        json={"note": "customer called"},
+        headers=staff_headers,
     )
-    assert cancel_refused.status_code == 409
-    assert "operator" in cancel_refused.json()["error"]["message"]
+    assert forced.status_code == 200, forced.text
+    assert forced.json()["status"] == "NEEDS_ATTENTION"
 
     retried = await api_client.post(
         f"/admin/bookings/{booking_id}/retry",
-        json={"note": "airline system back"},
+        json={"note": "hotel system back"},
         headers=staff_headers,
     )
     assert retried.status_code == 200, retried.text
-    await wait_for(api_client, booking, "NEEDS_ATTENTION")  # refused a second time
+    await wait_for(api_client, booking, "NEEDS_ATTENTION")  # refused a third time
     resolved = await api_client.post(
         f"/admin/bookings/{booking_id}/resolve",
-        json={"note": "cancelled by phone with Aurora, ref 42"},
+        json={"note": "cancelled by phone with Meridian, ref 42"},
         headers=staff_headers,
     )
     assert resolved.status_code == 200, resolved.text
-    failed = await wait_for(api_client, booking, "FAILED")
+    # Forced by staff, so it ends CANCELLED; the error still says why it failed.
+    failed = await wait_for(api_client, booking, "CANCELLED")
     assert failed["error"]["type"] == "SOLD_OUT"
     assert failed["payment"]["status"] == "VOIDED"
     [intent] = await stripe_harness.payment_intents_for(booking_id)
@@ -1013,20 +1015,18 @@ async def test_staff_retry_and_resolve_a_stuck_booking_with_an_audit_trail(
     async def audited() -> list[Json] | None:
         detail = await api_client.get(f"/admin/bookings/{booking_id}", headers=staff_headers)
         staff = [entry for entry in detail.json()["audit"] if entry["actor"]]
-        return staff if len(staff) == 2 else None
+        return staff if len(staff) == 4 else None
 
     staff_entries = await eventually(audited)
+    actor = f"staff:{fingerprint}"
     assert [(e["step"], e["outcome"], e["detail"], e["actor"]) for e in staff_entries] == [
-        ("CANCEL it_1", "staff retry", "airline system back", f"staff:{fingerprint}"),
-        (
-            "CANCEL it_1",
-            "staff resolve",
-            "cancelled by phone with Aurora, ref 42",
-            f"staff:{fingerprint}",
-        ),
+        ("CANCEL", "requested", "customer called", actor),
+        ("CANCEL it_2", "staff retry", "customer called", actor),
+        ("CANCEL it_2", "staff retry", "hotel system back", actor),
+        ("CANCEL it_2", "staff resolve", "cancelled by phone with Meridian, ref 42", actor),
     ]
     recorded = await engine_worker_store_events(engine_worker, booking_id)
-    assert [e.actor for e in recorded if e.actor] == [f"staff:{fingerprint}"] * 2
+    assert [e.actor for e in recorded if e.actor] == [actor] * 4
     customer_view = await get_view(api_client, booking)
     assert {e["actor"] for e in customer_view["timeline"] if e["actor"]} == {"staff"}
 
