@@ -6,8 +6,14 @@ Why not plain localstripe: it ignores `Idempotency-Key`, while the payment saga 
 replaying the first response of a retried request (that is how a lost authorization is found and
 voided); it listens on every interface; and it pickles its state to `/tmp/localstripe.pickle` after
 every write. Here it listens on the address it is given, keeps everything in memory, and answers
-behind two aiohttp middlewares put in front of its own, in its own application (one port, no
-proxy hop, no second server to supervise):
+behind aiohttp middlewares put in front of its own, in its own application (one port, no proxy
+hop, no second server to supervise):
+
+- `LatencyLayer.middleware` (outermost, harness-only) makes chosen calls slow, so a test can act
+  while a payment call is in flight: `POST /_harness/latency` with `{"method": "POST", "path":
+  "/v1/payment_intents/{id}/capture", "latency_ms": 3000, "times": 1}` delays the next `times`
+  matching requests by `latency_ms` before anything else sees them (a `{name}` in the path stands
+  for one segment). `GET` lists the rules with how many requests each delayed, `DELETE` drops them.
 
 - `IdempotencyLayer.middleware` does what Stripe does with an `Idempotency-Key` on a POST: the
   first response for (API key, idempotency key) is recorded and replayed to any later request with
@@ -39,6 +45,9 @@ from aiohttp import web
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 HARNESS_PATH = "/_harness/idempotency"
+LATENCY_PATH = "/_harness/latency"
+#: A latency rule longer than this is a mistake: the product's Stripe client gives up after 10 s.
+MAX_LATENCY_MS = 60_000
 _CAPTURE_PATH = re.compile(r"^/v1/payment_intents/(?P<id>pi_\w+)/capture$")
 
 
@@ -157,6 +166,93 @@ class IdempotencyLayer:
         }
 
 
+@dataclass
+class _LatencyRule:
+    """Delay the next `remaining` requests whose method and path match by `latency_ms`."""
+
+    rule_id: str
+    method: str
+    path: str
+    pattern: re.Pattern[str]
+    latency_ms: int
+    remaining: int
+    delayed: int = 0
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "rule_id": self.rule_id,
+            "method": self.method,
+            "path": self.path,
+            "latency_ms": self.latency_ms,
+            "remaining": self.remaining,
+            "delayed": self.delayed,
+        }
+
+
+class LatencyLayer:
+    """Harness-only slowness: the next N requests matching a method and a path pattern wait.
+
+    The wait comes before every other layer, as network latency would: the request has left the
+    client and nothing has happened at "Stripe" yet. Rules are used up in the order they were
+    added; a used-up rule stays listed (with `delayed`) until the rules are cleared.
+    """
+
+    def __init__(self) -> None:
+        self._rules: list[_LatencyRule] = []
+        self._next_id = 1
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == LATENCY_PATH:
+            return await self._control(request)
+        rule = self._take(request.method, request.path)
+        if rule is not None:
+            await asyncio.sleep(rule.latency_ms / 1000)
+        return await handler(request)
+
+    def _take(self, method: str, path: str) -> _LatencyRule | None:
+        for rule in self._rules:
+            if rule.remaining > 0 and rule.method == method and rule.pattern.fullmatch(path):
+                rule.remaining -= 1
+                rule.delayed += 1
+                return rule
+        return None
+
+    async def _control(self, request: web.Request) -> web.Response:
+        if request.method == "GET":
+            return web.json_response({"rules": [rule.report() for rule in self._rules]})
+        if request.method == "DELETE":
+            self._rules.clear()
+            return web.json_response({"rules": []})
+        if request.method != "POST":
+            return web.json_response({"error": "use GET, POST or DELETE"}, status=405)
+        try:
+            rule = self._rule_from(await request.json())
+        except (ValueError, TypeError, KeyError) as error:
+            return web.json_response({"error": f"bad latency rule: {error}"}, status=400)
+        self._rules.append(rule)
+        return web.json_response(rule.report(), status=201)
+
+    def _rule_from(self, body: Any) -> _LatencyRule:
+        method, path = str(body["method"]).upper(), str(body["path"])
+        latency_ms, times = body["latency_ms"], body.get("times", 1)
+        if not path.startswith("/"):
+            raise ValueError("path must start with /")
+        if not isinstance(latency_ms, int) or not 0 <= latency_ms <= MAX_LATENCY_MS:
+            raise ValueError(f"latency_ms must be an integer from 0 to {MAX_LATENCY_MS}")
+        if not isinstance(times, int) or times < 1:
+            raise ValueError("times must be a positive integer")
+        rule_id = f"lat_{self._next_id}"
+        self._next_id += 1
+        return _LatencyRule(rule_id, method, path, _path_pattern(path), latency_ms, times)
+
+
+def _path_pattern(path: str) -> re.Pattern[str]:
+    """`/v1/payment_intents/{id}/capture` -> a regex where each `{name}` is one path segment."""
+    parts = re.split(r"\{[^/{}]+\}", path)
+    return re.compile("[^/]+".join(re.escape(part) for part in parts))
+
+
 async def _fingerprint(request: web.Request) -> tuple[str, ...]:
     """The request's identity for replay: method, path and its parameters in canonical order.
 
@@ -190,7 +286,7 @@ def _idempotency_error(key: str) -> web.Response:
 
 
 def build_app() -> web.Application:
-    """localstripe's application, in memory only, with the idempotency layer in front.
+    """localstripe's application, in memory only, with the latency and idempotency layers in front.
 
     Imported here, not at module level, so importing this module starts and patches nothing.
     """
@@ -205,8 +301,9 @@ def build_app() -> web.Application:
     localstripe_resources.store.dump_to_disk = lambda: None
     _accept_automatic_payment_methods(localstripe_resources.PaymentIntent)
     layer = IdempotencyLayer()
-    app.middlewares.insert(0, layer.middleware)
-    app.middlewares.insert(1, layer.stripe_shape)
+    app.middlewares.insert(0, LatencyLayer().middleware)
+    app.middlewares.insert(1, layer.middleware)
+    app.middlewares.insert(2, layer.stripe_shape)
     return app
 
 

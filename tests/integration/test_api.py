@@ -32,6 +32,7 @@ from activities.adapters.sql_store import SqlBookingStore, make_engine
 from passage import cli
 from passage.bookings import MEMO_ACCESS_TOKEN_HASH, MEMO_REQUEST_HASH, MEMO_VIEW
 from tests.support.api import running_api
+from tests.support.bookings import live_rows
 from tests.support.ledger_data import booking_lifecycle
 from tests.support.simulator import SimulatorControl
 from tests.support.stack import Engine
@@ -127,20 +128,6 @@ async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {within} s: {result!r}")
         await asyncio.sleep(0.1)
-
-
-def live_at_supplier(ledger: Json, booking_id: str) -> tuple[list[Any], list[Any]]:
-    holds = [
-        h
-        for h in ledger["holds"]
-        if h["client_ref"].startswith(booking_id) and h["status"] == "active"
-    ]
-    bookings = [
-        b
-        for b in ledger["bookings"]
-        if b["hold_client_ref"].startswith(booking_id) and b["status"] == "confirmed"
-    ]
-    return holds, bookings
 
 
 def handle_of(engine: Engine, booking_id: str) -> WorkflowHandle[Any, Any]:
@@ -252,7 +239,7 @@ async def test_a_repeated_or_concurrent_submit_is_one_booking_with_one_payment(
         assert view["payment"]["captured"] == body["items"][0]["expected_price"]
         intents = await stripe_harness.payment_intents_for(booking["booking_id"])
         assert len(intents) == 1, intents
-        holds, booked = live_at_supplier(await simulator.ledger(), booking["booking_id"])
+        holds, booked = live_rows(await simulator.ledger(), booking["booking_id"])
         assert holds == [] and len(booked) == 1
 
     # A repeat after confirmation still answers with the same booking and a working token.
@@ -545,7 +532,7 @@ async def test_cancel_before_confirmation_voids_and_releases_everything(
     assert view["payment"]["client_secret"] is None
     assert {item["status"] for item in view["items"]} == {"RELEASED"}
     assert view["error"] is None  # the customer cancelled: nothing failed
-    holds, booked = live_at_supplier(await simulator.ledger(), booking["booking_id"])
+    holds, booked = live_rows(await simulator.ledger(), booking["booking_id"])
     assert holds == [] and booked == []
     intents = await stripe_harness.payment_intents_for(booking["booking_id"])
     assert [intent["status"] for intent in intents] == ["canceled"]
@@ -578,7 +565,7 @@ async def test_cancel_after_confirmation_refunds_per_the_terms(
     [intent] = await stripe_harness.payment_intents_for(booking["booking_id"])
     assert intent["amount_received"] == price
     assert intent["latest_charge"]["amount_refunded"] == price - fee
-    holds, booked = live_at_supplier(await simulator.ledger(), booking["booking_id"])
+    holds, booked = live_rows(await simulator.ledger(), booking["booking_id"])
     assert holds == [] and booked == []
     again = await api_client.post(path, headers=bearer(booking["access_token"]))
     assert again.status_code == 200 and again.json()["payment"] == view["payment"]
@@ -596,7 +583,7 @@ async def test_a_non_cancellable_booking_answers_409_with_the_reason(
     assert response.status_code == 409, response.text
     assert "cannot be cancelled" in response.json()["error"]["message"]
     assert (await get_view(api_client, booking))["status"] == "CONFIRMED"
-    holds, booked = live_at_supplier(await simulator.ledger(), booking["booking_id"])
+    holds, booked = live_rows(await simulator.ledger(), booking["booking_id"])
     assert len(booked) == 1
     await handle_of(engine_worker, booking["booking_id"]).terminate("test done")
 
@@ -695,7 +682,7 @@ async def test_3d_secure_success_and_failure_reach_the_workflow_by_webhook(
     assert confirmed["payment"]["status"] == "CAPTURED"
     assert failed["error"]["type"] == "PAYMENT_ACTION_FAILED"
     assert failed["payment"]["status"] == "VOIDED"
-    holds, booked = live_at_supplier(await simulator.ledger(), failing["booking_id"])
+    holds, booked = live_rows(await simulator.ledger(), failing["booking_id"])
     assert holds == [] and booked == []
     [intent] = await stripe_harness.payment_intents_for(failing["booking_id"])
     assert intent["status"] == "canceled"

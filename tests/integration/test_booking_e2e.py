@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import signal
 import subprocess
@@ -14,92 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowHandle
 
-from activities.adapters.sql_store import SqlBookingStore, make_engine
 from passage.settings import Settings
+from tests.support.bookings import (
+    FLIGHT,
+    HOTEL,
+    assert_ledger_matches,
+    booking_request,
+    live_rows,
+    start,
+    wait_terminal,
+)
 from tests.support.simulator import SimulatorControl
 from tests.support.stack import Engine
 from tests.support.stripe import CARD_DECLINED, CARD_OK, StripeHarness
 from workflows.booking import BookingWorkflow
-from workflows.contracts import BookingView, CancelBookingRequest
-from workflows.model import (
-    BookingItemRequest,
-    BookingRequest,
-    BookingStatus,
-    ItemStatus,
-    Money,
-    PaymentStatus,
-    Traveller,
-)
-
-FLIGHT = "fl-aurora-cdg-jfk"
-HOTEL = "ht-harbour-nyc-3n"
-
-
-async def offer(simulator: SimulatorControl, offer_id: str) -> dict[str, Any]:
-    response = await simulator.http.get(f"/offers/{offer_id}")
-    response.raise_for_status()
-    result: dict[str, Any] = response.json()
-    return result
-
-
-async def booking_request(
-    simulator: SimulatorControl, payment_method: str, *offer_ids: str
-) -> BookingRequest:
-    items = []
-    for index, offer_id in enumerate(offer_ids or (FLIGHT, HOTEL), start=1):
-        price = (await offer(simulator, offer_id))["price"]
-        items.append(
-            BookingItemRequest(
-                f"it_{index}", offer_id, 1, Money(price["amount"], price["currency"])
-            )
-        )
-    return BookingRequest(
-        booking_id=f"bk_{uuid.uuid4().hex[:16]}",
-        customer_ref="cref_e2e",
-        customer_email="ada@example.com",
-        customer_name="Ada Lovelace",
-        currency="EUR",
-        items=tuple(items),
-        payment_method=payment_method,
-        travellers=(Traveller("Ada", "Lovelace", "1990-12-10", "X1234567"),),
-    )
-
-
-async def start(
-    client: Client, engine: Engine, request: BookingRequest
-) -> WorkflowHandle[Any, BookingView]:
-    return await client.start_workflow(
-        BookingWorkflow.run,
-        request,
-        id=f"booking-{request.booking_id}",
-        task_queue=engine.settings.task_queue,
-        execution_timeout=timedelta(minutes=10),
-    )
-
-
-async def wait_terminal(handle: WorkflowHandle[Any, BookingView]) -> BookingView:
-    for _ in range(600):
-        view = await handle.query(BookingWorkflow.view)
-        if view.status.is_terminal or view.status == BookingStatus.NEEDS_ATTENTION:
-            return view
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"booking stuck in {view.status}")
-
-
-def live_rows(ledger: dict[str, Any], booking_id: str) -> tuple[list[Any], list[Any]]:
-    holds = [
-        h
-        for h in ledger["holds"]
-        if h["client_ref"].startswith(booking_id) and h["status"] == "active"
-    ]
-    bookings = [
-        b
-        for b in ledger["bookings"]
-        if b["hold_client_ref"].startswith(booking_id) and b["status"] == "confirmed"
-    ]
-    return holds, bookings
+from workflows.contracts import CancelBookingRequest
+from workflows.model import BookingStatus, ItemStatus, Money, PaymentStatus
 
 
 @pytest.fixture
@@ -186,20 +116,6 @@ async def test_a_booking_cancelled_after_confirmation_refunds_per_terms(
     assert intent["amount_received"] == final.payment.captured.amount_minor
     assert intent["latest_charge"]["amount_refunded"] == final.payment.refunded.amount_minor
     await assert_ledger_matches(engine_worker, final)
-
-
-async def assert_ledger_matches(engine: Engine, view: BookingView) -> None:
-    """The ledger's record of a booking is the workflow's view: statuses, amounts, events."""
-    store = SqlBookingStore(make_engine(engine.settings.database_url))
-    recorded = await store.get_view(view.booking_id)
-    for _ in range(50):  # the last snapshot is written by an activity just before the end
-        if recorded is not None and recorded.version >= view.version:
-            break
-        await asyncio.sleep(0.1)
-        recorded = await store.get_view(view.booking_id)
-    assert recorded is not None
-    assert dataclasses.replace(recorded, updated_at="") == dataclasses.replace(view, updated_at="")
-    assert await store.events(view.booking_id) == view.timeline
 
 
 async def test_a_declined_card_fails_with_nothing_held(

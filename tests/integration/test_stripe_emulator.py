@@ -1,4 +1,5 @@
-"""The Stripe emulator as a black box: Stripe's idempotency, nothing on disk, loopback only."""
+"""The Stripe emulator as a black box: Stripe's idempotency, nothing on disk, loopback only,
+and the harness's latency rules that keep a chosen call in flight."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import json
 import secrets
 import sys
 import tempfile
+import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -315,3 +318,112 @@ def _listening_addresses(port: int) -> set[str]:
             words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
             addresses.add(".".join(str(b) for b in words) if width == 8 else words.hex(":", 2))
     return addresses
+
+
+async def _timed(call: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = await call
+    return response, time.monotonic() - started
+
+
+async def test_a_latency_rule_delays_only_the_next_matching_requests(
+    stripe_harness: StripeHarness,
+) -> None:
+    booking_id = _booking()
+    payment_method = await stripe_harness.pm_for(CARD_OK)
+    data = _authorization(payment_method, booking_id)
+    rule = await stripe_harness.slow_down("POST", "/v1/payment_intents", latency_ms=500)
+
+    slow, slow_seconds = await _timed(stripe_harness.http.post("/v1/payment_intents", data=data))
+    fast, fast_seconds = await _timed(stripe_harness.http.post("/v1/payment_intents", data=data))
+    intent_id = slow.json()["id"]
+    # Another path under the pattern's prefix and another method are not matched.
+    _, read_seconds = await _timed(stripe_harness.http.get(f"/v1/payment_intents/{intent_id}"))
+
+    assert slow.status_code == fast.status_code == 200
+    assert slow_seconds >= 0.5
+    assert fast_seconds < 0.4 and read_seconds < 0.4
+    [reported] = await stripe_harness.latency_rules()
+    assert reported == {**rule, "remaining": 0, "delayed": 1}
+
+
+async def test_a_path_placeholder_matches_any_one_segment(stripe_harness: StripeHarness) -> None:
+    payment_method = await stripe_harness.pm_for(CARD_OK)
+    intents = []
+    for _ in range(3):
+        created = await stripe_harness.http.post(
+            "/v1/payment_intents", data=_authorization(payment_method, _booking())
+        )
+        intents.append(created.json()["id"])
+    rule = await stripe_harness.slow_down(
+        "POST", "/v1/payment_intents/{id}/capture", latency_ms=300, times=2
+    )
+
+    _, cancel_seconds = await _timed(
+        stripe_harness.http.post(f"/v1/payment_intents/{intents[0]}/cancel")
+    )
+    timings = [
+        (await _timed(stripe_harness.http.post(f"/v1/payment_intents/{intent}/capture")))[1]
+        for intent in intents
+    ]
+
+    assert cancel_seconds < 0.3
+    assert timings[0] >= 0.3 and timings[1] >= 0.3 and timings[2] < 0.3
+    [reported] = await stripe_harness.latency_rules()
+    assert (reported["rule_id"], reported["delayed"]) == (rule["rule_id"], 2)
+
+
+async def test_a_delayed_request_holds_up_no_other(stripe_harness: StripeHarness) -> None:
+    booking_id = _booking()
+    payment_method = await stripe_harness.pm_for(CARD_OK)
+    rule = await stripe_harness.slow_down("POST", "/v1/payment_intents", latency_ms=1500)
+    slow = asyncio.create_task(
+        stripe_harness.http.post(
+            "/v1/payment_intents", data=_authorization(payment_method, booking_id)
+        )
+    )
+
+    await stripe_harness.wait_until_delayed(rule)
+    # The request is in flight: nothing exists at "Stripe" yet, and other calls answer at once.
+    listed, list_seconds = await _timed(stripe_harness.http.get("/v1/payment_intents"))
+    assert list_seconds < 1.0
+    assert booking_id not in {pi["metadata"].get("booking_id") for pi in listed.json()["data"]}
+    assert not slow.done()
+
+    assert (await slow).status_code == 200
+    assert len(await stripe_harness.payment_intents_for(booking_id)) == 1
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"method": "POST", "latency_ms": 100},
+        {"method": "POST", "path": "v1/payment_intents", "latency_ms": 100},
+        {"method": "POST", "path": "/v1/payment_intents", "latency_ms": -1},
+        {"method": "POST", "path": "/v1/payment_intents", "latency_ms": 600_000},
+        {"method": "POST", "path": "/v1/payment_intents", "latency_ms": 100, "times": 0},
+    ],
+)
+async def test_a_bad_latency_rule_is_refused(
+    stripe_harness: StripeHarness, rule: dict[str, Any]
+) -> None:
+    response = await stripe_harness.http.post("/_harness/latency", json=rule)
+
+    assert response.status_code == 400
+    assert "bad latency rule" in response.json()["error"]
+    assert await stripe_harness.latency_rules() == []
+
+
+async def test_clearing_drops_unused_rules(stripe_harness: StripeHarness) -> None:
+    await stripe_harness.slow_down("POST", "/v1/payment_intents", latency_ms=2000, times=5)
+
+    await stripe_harness.clear_latency()
+    payment_method = await stripe_harness.pm_for(CARD_OK)
+    _, seconds = await _timed(
+        stripe_harness.http.post(
+            "/v1/payment_intents", data=_authorization(payment_method, _booking())
+        )
+    )
+
+    assert seconds < 1.0
+    assert await stripe_harness.latency_rules() == []

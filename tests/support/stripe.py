@@ -5,7 +5,8 @@ Fixtures:
 - `stripe_url` (session): its base URL, e.g. `http://127.0.0.1:54321`.
 - `stripe_harness`: what tests do outside the product: payment methods for a test card
   (`pm_for`), 3-D Secure (`authenticate`), the PaymentIntents of a booking, the idempotency keys
-  the emulator saw, webhook registration.
+  the emulator saw, webhook registration, and slow calls (`slow_down`, `wait_until_delayed`);
+  latency rules are cleared when the test ends.
 - `stripe_gateway`: a `StripePaymentGateway` on the emulator.
 
 The emulator's state lives for the whole session: tests tell their data apart by booking id.
@@ -13,6 +14,7 @@ The emulator's state lives for the whole session: tests tell their data apart by
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -131,6 +133,43 @@ class StripeHarness:
         keys: dict[str, dict[str, int]] = response.json()["keys"]
         return keys
 
+    async def slow_down(
+        self, method: str, path: str, latency_ms: int, *, times: int = 1
+    ) -> dict[str, Any]:
+        """Delay the next `times` requests matching `method` and `path` by `latency_ms`.
+
+        `path` may name segments, e.g. `/v1/payment_intents/{id}/capture` for any intent. The
+        delay comes before the emulator handles the request: the call is in flight meanwhile.
+        Returns the rule as the emulator reports it (`rule_id`, `remaining`, `delayed`, ...).
+        """
+        response = await self.http.post(
+            "/_harness/latency",
+            json={"method": method, "path": path, "latency_ms": latency_ms, "times": times},
+        )
+        response.raise_for_status()
+        rule: dict[str, Any] = response.json()
+        return rule
+
+    async def latency_rules(self) -> list[dict[str, Any]]:
+        response = await self.http.get("/_harness/latency")
+        response.raise_for_status()
+        rules: list[dict[str, Any]] = response.json()["rules"]
+        return rules
+
+    async def wait_until_delayed(
+        self, rule: dict[str, Any], count: int = 1, within_seconds: float = 10.0
+    ) -> None:
+        """Return once `count` requests reached the rule: that many calls are now in flight."""
+        async with asyncio.timeout(within_seconds):
+            while True:
+                rules = {r["rule_id"]: r for r in await self.latency_rules()}
+                if rules[rule["rule_id"]]["delayed"] >= count:
+                    return
+                await asyncio.sleep(0.05)
+
+    async def clear_latency(self) -> None:
+        (await self.http.delete("/_harness/latency")).raise_for_status()
+
     async def register_webhook(
         self, webhook_id: str, url: str, secret: str, events: list[str] | None = None
     ) -> None:
@@ -146,6 +185,8 @@ class StripeHarness:
 async def stripe_harness(stripe_url: str) -> AsyncIterator[StripeHarness]:
     harness = StripeHarness(stripe_url)
     yield harness
+    # A rule a failed test left unused must not slow the next test down.
+    await harness.clear_latency()
     await harness.http.aclose()
 
 
