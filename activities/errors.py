@@ -21,7 +21,18 @@ class BusinessError(Exception):
 
 
 class TransientError(Exception):
-    """A failure that may pass on retry (5xx, timeout, connection refused); Temporal retries it."""
+    """A failure that may pass on retry (5xx, timeout, connection refused); Temporal retries it.
+
+    `error_type` names whose outage it is, so the workflow can tell a supplier that is down
+    (SUPPLIER_UNAVAILABLE) from a payment provider that is (PAYMENT_UNAVAILABLE).
+    """
+
+    def __init__(
+        self, message: str, error_type: ErrorType = ErrorType.SUPPLIER_UNAVAILABLE
+    ) -> None:
+        super().__init__(message)
+        self.error_type = error_type
 
     def to_application_error(self) -> ApplicationError:
-        return ApplicationError(str(self), type=ErrorType.SUPPLIER_UNAVAILABLE.value)
+        """The retryable ApplicationError the workflow sees, typed by whose outage it is."""
+        return ApplicationError(str(self), type=self.error_type.value, non_retryable=False)

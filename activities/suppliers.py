@@ -76,6 +76,7 @@ class SupplierActivities:
             offer_id=request.offer_id,
             hold_ref=hold.hold_ref,
             expires_at=hold.expires_at,
+            price_minor=None if hold.price is None else hold.price.amount_minor,
         )
         return hold
 

@@ -92,6 +92,10 @@ class Money(BaseModel):
     def of(cls, money: domain.Money) -> Money:
         return cls(amount=money.amount_minor, currency=money.currency)
 
+    @classmethod
+    def of_optional(cls, money: domain.Money | None) -> Money | None:
+        return None if money is None else cls.of(money)
+
 
 # --- checkout request ----------------------------------------------------------------------------
 
@@ -320,6 +324,9 @@ class ItemOut(BaseModel):
     supplier_ref: str | None
     confirmation_code: str | None
     price: Money
+    held_price: Money | None = Field(
+        description="The price the supplier holds the item at, when it differs from the quote."
+    )
     cancellation: CancellationTermsOut | None
     cancellation_fee: Money | None
     error: ErrorInfo | None
@@ -338,6 +345,7 @@ class ItemOut(BaseModel):
             supplier_ref=item.supplier_ref,
             confirmation_code=item.confirmation_code,
             price=Money.of(item.price),
+            held_price=Money.of_optional(item.held_price),
             cancellation=None
             if terms is None
             else CancellationTermsOut(
@@ -346,9 +354,7 @@ class ItemOut(BaseModel):
                 fee_bps=terms.fee_bps,
                 cancellable=terms.cancellable,
             ),
-            cancellation_fee=None
-            if item.cancellation_fee is None
-            else Money.of(item.cancellation_fee),
+            cancellation_fee=Money.of_optional(item.cancellation_fee),
             error=ErrorInfo.of(item.error),
         )
 
@@ -358,7 +364,11 @@ class PaymentOut(BaseModel):
     authorized: Money
     captured: Money
     refunded: Money
-    fees_kept: Money
+    fees_kept: Money = Field(description="Cancellation fees suppliers kept, paid by the customer.")
+    fees_absorbed: Money = Field(
+        description="Fees suppliers kept while a failed or staff-cancelled booking was undone: "
+        "the merchant's cost, never charged to the customer."
+    )
     payment_intent_id: str | None
     client_secret: str | None = Field(
         default=None,
@@ -393,6 +403,18 @@ class AttentionOut(BaseModel):
     step: str
     reason: str
     since: str
+    item_id: str | None = Field(description="The item the stuck step is about, if any.")
+
+    @classmethod
+    def of(cls, attention: contracts.AttentionView | None) -> AttentionOut | None:
+        if attention is None:
+            return None
+        return cls(
+            step=attention.step,
+            reason=attention.reason,
+            since=attention.since,
+            item_id=attention.item_id,
+        )
 
 
 _BOOKING_EXAMPLE: dict[str, Any] = {
@@ -411,6 +433,7 @@ _BOOKING_EXAMPLE: dict[str, Any] = {
             "supplier_ref": "AUR-7K2M9Q",
             "confirmation_code": "QX7T2M",
             "price": {"amount": 60000, "currency": "EUR"},
+            "held_price": None,
             "cancellation": {
                 "refundable": True,
                 "free_until": "2020-01-01T00:00:00+00:00",
@@ -427,6 +450,7 @@ _BOOKING_EXAMPLE: dict[str, Any] = {
         "captured": {"amount": 60000, "currency": "EUR"},
         "refunded": {"amount": 0, "currency": "EUR"},
         "fees_kept": {"amount": 0, "currency": "EUR"},
+        "fees_absorbed": {"amount": 0, "currency": "EUR"},
         "payment_intent_id": "pi_3PqL0a2eZvKYlo2C",
         "client_secret": None,
     },
@@ -490,18 +514,15 @@ class BookingOut(BaseModel):
                 captured=Money.of(payment.captured),
                 refunded=Money.of(payment.refunded),
                 fees_kept=Money.of(payment.fees_kept),
+                fees_absorbed=Money.of(payment.fees_absorbed or domain.Money.zero(view.currency)),
                 payment_intent_id=payment.payment_intent_id,
                 client_secret=payment.client_secret if awaiting_action else None,
             ),
             "timeline": [TimelineEntryOut.of(entry, staff=staff) for entry in view.timeline],
             "error": ErrorInfo.of(view.error),
             "expected_total": Money.of(view.expected_total),
-            "quoted_total": None if view.quoted_total is None else Money.of(view.quoted_total),
-            "attention": None
-            if view.attention is None
-            else AttentionOut(
-                step=view.attention.step, reason=view.attention.reason, since=view.attention.since
-            ),
+            "quoted_total": Money.of_optional(view.quoted_total),
+            "attention": AttentionOut.of(view.attention),
             "created_at": view.created_at,
             "updated_at": view.updated_at,
         }
@@ -560,7 +581,6 @@ class BookingSummaryOut(BaseModel):
 
     @classmethod
     def of(cls, summary: BookingSummary) -> BookingSummaryOut:
-        attention = summary.attention
         return cls(
             booking_id=summary.booking_id,
             status=summary.status,
@@ -571,9 +591,7 @@ class BookingSummaryOut(BaseModel):
             suppliers=list(summary.suppliers),
             created_at=summary.created_at,
             updated_at=summary.updated_at,
-            attention=None
-            if attention is None
-            else AttentionOut(step=attention.step, reason=attention.reason, since=attention.since),
+            attention=AttentionOut.of(summary.attention),
         )
 
 
@@ -597,6 +615,7 @@ class BookingList(BaseModel):
                                 "step": "UNDO CANCEL it_1",
                                 "reason": "NOT_CANCELLABLE: refused by the supplier",
                                 "since": "2026-05-04T10:00:03.000000+00:00",
+                                "item_id": "it_1",
                             },
                         }
                     ],

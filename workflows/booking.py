@@ -1,30 +1,32 @@
 """BookingWorkflow: one durable saga per booking.
 
-Forward: price check -> hold every item -> authorize the total -> confirm every item -> capture.
-Every forward call registers its undo first, so a call that succeeded but whose answer was lost
-is still undone. On any failure of a non-optional step, on a customer's cancel, on the hold
-deadline and on a stop request, the undos run in reverse, shielded from further cancellation, each
-retried until it succeeds; an undo refused for good parks the booking in NEEDS_ATTENTION until an
-operator retries or resolves it. The workflow never ends with money or inventory still held.
+Forward: quote every item -> hold every item -> authorize the total -> confirm every item (the
+cheapest to undo first) -> capture what was confirmed. Every forward call registers its undo first,
+so a call that succeeded but whose answer was lost is still undone.
+
+Interruptions are state, never task cancellation (docs/interruptions.md): a customer or staff
+cancel, a Temporal cancel, the hold deadline and the price or 3-D Secure timeouts set the stop
+reason; every forward step races its activity against it, waits for the call in flight to land,
+and then the undos run in reverse, each retried until it succeeds. An undo refused for good parks
+the booking in NEEDS_ATTENTION until an operator retries or resolves it. The workflow never ends
+with money or inventory still held, and never returns before every accepted message is answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
-from workflows import search
+from workflows import calls
 from workflows.contracts import (
-    ActivityName,
     AttentionView,
     AuthorizePaymentInput,
     BookingError,
@@ -36,68 +38,32 @@ from workflows.contracts import (
     ErrorType,
     GetPaymentInput,
     HoldItemInput,
-    ItemCancellation,
-    ItemConfirmation,
-    ItemHold,
-    ItemQuote,
-    ItemRelease,
     ItemView,
-    PaymentAuthorization,
-    PaymentCapture,
     PaymentEvent,
-    PaymentRefund,
-    PaymentState,
-    PaymentView,
-    PaymentVoid,
     PriceDecision,
     QuoteItemInput,
     RecordBookingInput,
     RefundPaymentInput,
     ReleaseItemInput,
     StaffAction,
-    TimelineEntry,
     VoidPaymentInput,
 )
-from workflows.model import (
-    BookingItemRequest,
-    BookingRequest,
-    BookingStatus,
-    ItemStatus,
-    Money,
-    PaymentStatus,
-)
+from workflows.model import BookingRequest, BookingStatus, ItemStatus, Money, PaymentStatus
 from workflows.saga import Compensation, Compensations, UndoKind, price_moved
+from workflows.state import BookingState
 
 T = TypeVar("T")
+InputT = TypeVar("InputT")
 
-ACTIVITY_TIMEOUT = timedelta(seconds=30)
-#: Forward steps give up after a few tries: the saga then compensates instead of holding stock.
-FORWARD_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=5,
-)
-#: Undo steps retry without limit while the error is transient; refusals are non-retryable.
-UNDO_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=60),
-    maximum_attempts=0,
-)
-RECORD_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
-)
 #: Stop this long before the earliest hold expires so confirmation never races expiry.
 MAX_HOLD_MARGIN = timedelta(seconds=30)
 #: How often a booking waiting for 3-D Secure re-reads the PaymentIntent when no webhook came.
 PAYMENT_POLL_SECONDS = 10.0
 
-CANCEL_REASONS = (
-    ErrorType.CANCELLED_BY_CUSTOMER,
-    ErrorType.CANCELLED_BY_STAFF,
-    ErrorType.STOPPED,
-)
+#: The memo key of the booking's view: read by the API, carried over a continue-as-new.
+MEMO_VIEW = "view"
+CANCELS = (ErrorType.CANCELLED_BY_CUSTOMER, ErrorType.CANCELLED_BY_STAFF, ErrorType.STOPPED)
+CONFIRMATION_STATUSES = (BookingStatus.CONFIRMING, BookingStatus.CAPTURING)
 
 
 class SagaFailedError(Exception):
@@ -106,6 +72,19 @@ class SagaFailedError(Exception):
     def __init__(self, error: BookingError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+class SagaStoppedError(Exception):
+    """The stop reason won the race against a forward step (its call has landed)."""
+
+
+@dataclass(frozen=True)
+class OperatorCommand:
+    """A staff retry or resolve, bound to the one stuck step (attention) it was sent for."""
+
+    attention: int
+    command: str
+    action: StaffAction
 
 
 def _error_of(err: BaseException, default: ErrorType) -> BookingError:
@@ -122,174 +101,203 @@ def _error_of(err: BaseException, default: ErrorType) -> BookingError:
 class BookingWorkflow:
     @workflow.init
     def __init__(self, request: BookingRequest) -> None:
+        # A confirmed booking continues as new with its view in the memo (see _serve_cancellation).
+        resumed = (
+            workflow.memo_value(MEMO_VIEW, type_hint=BookingView)
+            if workflow.info().continued_run_id
+            else None
+        )
         self._request = request
-        currency = request.currency
-        zero = Money.zero(currency)
-        self._status = BookingStatus.RECEIVED
-        self._step = "RECEIVED"
-        self._items: dict[str, ItemView] = {
-            item.item_id: ItemView(
-                item_id=item.item_id,
-                offer_id=item.offer_id,
-                quantity=item.quantity,
-                optional=item.optional,
-                status=ItemStatus.PENDING,
-                price=item.expected_price,
-            )
-            for item in request.items
-        }
-        self._payment = PaymentView(PaymentStatus.NONE, zero, zero, zero, zero)
-        self._timeline: list[TimelineEntry] = []
-        self._error: BookingError | None = None
-        self._attention: AttentionView | None = None
-        self._quoted_total: Money | None = None
-        self._version = 0
-        self._created_at = request.created_at
-        self._published_status: BookingStatus | None = None
-
+        self._state = (
+            BookingState.resumed(request, resumed) if resumed else BookingState.new(request)
+        )
         self._compensations = Compensations()
-        self._forward_task: asyncio.Task[None] | None = None
         self._stop_reason: BookingError | None = None
-        self._authorization_input: AuthorizePaymentInput | None = None
+        self._workflow_cancelled = False
+        self._confirmation_begun = resumed is not None
+        self._confirmed = resumed is not None
+        self._authorization: AuthorizePaymentInput | None = None
+        self._authorized_at: datetime | None = None
         self._price_decision: PriceDecision | None = None
         self._payment_events: set[str] = set()
         self._payment_hint = False
-        self._operator: tuple[str, StaffAction] | None = None
         self._cancel_request: CancelBookingRequest | None = None
+        self._attention_seq = 0
+        self._operator: OperatorCommand | None = None
+        self._optional_undos: list[asyncio.Task[None]] = []
+        self._deferred_undos: list[Compensation] = []
         self._records: list[workflow.ActivityHandle[None]] = []
+        self._published_status: BookingStatus | None = resumed.status if resumed else None
 
     # --- run -------------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, request: BookingRequest) -> BookingView:
-        if not self._created_at:
-            self._created_at = workflow.now().isoformat()
-        self._event("RECEIVED", "ok", f"{len(request.items)} item(s)")
-        self._forward_task = asyncio.ensure_future(self._forward())
-        confirmed = False
-        try:
-            await self._forward_task
-            confirmed = True
-        except SagaFailedError as failure:
-            self._stop(failure.error)
-        except asyncio.CancelledError:
-            self._stop(BookingError(ErrorType.STOPPED.value, "the workflow was asked to stop"))
-        except BaseException as err:
-            if not isinstance(err, Exception):
-                raise  # the SDK evicting the workflow from its cache: not a saga failure
-            # A bug or an unexpected error: undo first, then let Temporal see the failure.
-            self._stop(BookingError("INTERNAL", type(err).__name__))
-            await self._shielded(self._compensate())
-            raise
-        if confirmed:
-            await self._shielded(self._after_confirmation())
-        else:
-            await self._shielded(self._compensate())
-        await self._shielded(self._flush_records())
+        resumed = self._confirmed
+        if not self._state.created_at:
+            self._state.created_at = self._now()
+        if not resumed:
+            self._event("RECEIVED", "ok", f"{len(request.items)} item(s)")
+        saga = asyncio.ensure_future(self._saga(resumed))
+        while not saga.done():
+            try:
+                await asyncio.shield(saga)
+            except asyncio.CancelledError:
+                # A Temporal cancel: a stop request like any other, never a cancelled step.
+                if saga.done():
+                    break
+                self._workflow_cancelled = True
+                if not self._confirmed:  # a confirmed booking is only undone by a cancel update
+                    self._stop(
+                        BookingError(ErrorType.STOPPED.value, "the workflow was asked to stop")
+                    )
+        saga.result()  # re-raises continue-as-new and bugs (after the undos ran)
         return self._view()
 
-    async def _forward(self) -> None:
-        await self._check_prices()
-        await self._hold_all()
+    async def _saga(self, resumed: bool) -> None:
+        try:
+            if not resumed:
+                await self._book()
+        except (SagaFailedError, SagaStoppedError) as ended:
+            if isinstance(ended, SagaFailedError):
+                self._stop(ended.error)
+            await self._compensate()
+        except Exception as err:
+            # A bug or an unexpected error: undo first, then let Temporal see the failure.
+            self._stop(BookingError(ErrorType.INTERNAL.value, type(err).__name__))
+            await self._compensate()
+            await self._finish()
+            raise
+        else:
+            await self._serve_cancellation()
+        await self._finish()
+
+    async def _book(self) -> None:
+        self._raise_if_stopped()  # a cancel may arrive in the very first workflow task
+        await self._price_items()
+        await self._hold_items()
         deadline = asyncio.ensure_future(self._hold_deadline())
         try:
+            await self._check_held_prices()
             await self._authorize()
-            await self._confirm_all()
         finally:
             deadline.cancel()
+        self._confirmation_begun = True
+        await self._confirm_items()
         await self._capture()
         self._compensations.clear()
+        self._confirmed = True
         self._set_status(BookingStatus.CONFIRMED, "CONFIRMED")
+        await self._settle_optional_undos()
+
+    async def _finish(self) -> None:
+        """Before returning or continuing as new: ledger writes landed, every caller answered."""
+        await self._settle_optional_undos()
+        await asyncio.gather(*self._records)
+        await workflow.wait_condition(workflow.all_handlers_finished)
 
     # --- forward steps ---------------------------------------------------------------------------
 
-    async def _check_prices(self) -> None:
+    async def _price_items(self) -> None:
         self._set_status(BookingStatus.PRICING, "PRICE")
-        await self._each_item(self._active_items(), self._quote_item)
-        included = self._active_items()
-        if not included:
-            raise SagaFailedError(self._first_item_error())
-        currency = self._request.currency
-        expected = Money.total((item.expected_price for item in included), currency)
-        quoted = Money.total((self._items[item.item_id].price for item in included), currency)
-        self._quoted_total = quoted
-        if not price_moved(expected, quoted, self._request.price_tolerance_minor):
-            self._event("PRICE", "ok", f"total {quoted.amount_minor} {currency}")
-            return
-        detail = f"expected {expected.amount_minor}, quoted {quoted.amount_minor} {currency}"
-        self._event("PRICE", "changed", detail)
-        timeout = self._request.price_acceptance_timeout_seconds
-        if timeout <= 0:
-            raise SagaFailedError(BookingError(ErrorType.PRICE_CHANGED.value, detail))
-        self._set_status(BookingStatus.AWAITING_PRICE_ACCEPTANCE, "PRICE_ACCEPTANCE")
-        try:
-            await workflow.wait_condition(
-                lambda: self._price_decision is not None, timeout=timedelta(seconds=timeout)
-            )
-        except TimeoutError:
-            raise SagaFailedError(
-                BookingError(ErrorType.PRICE_CHANGED.value, f"{detail}; not accepted in time")
-            ) from None
-        decision = self._price_decision
-        assert decision is not None
-        self._event(
-            "PRICE_ACCEPTANCE",
-            "accepted" if decision.accept else "declined",
-            detail,
-            actor=decision.actor,
+        await self._each_item(self._state.active_items(), self._quote_item)
+        included = self._state.active_items()
+        expected = Money.total(
+            (self._request.item(view.item_id).expected_price for view in included),
+            self._request.currency,
         )
-        if not decision.accept:
-            raise SagaFailedError(
-                BookingError(ErrorType.PRICE_CHANGED.value, f"{detail}; declined")
-            )
+        quoted = self._state.total(included)
+        self._state.quoted_total = quoted
+        await self._agree_price("PRICE", expected, quoted)
 
-    async def _quote_item(self, item: BookingItemRequest) -> None:
-        quote = await self._call(
-            ActivityName.QUOTE_ITEM,
-            QuoteItemInput(self._request.booking_id, item.item_id, item.offer_id, item.quantity),
-            ItemQuote,
+    async def _quote_item(self, view: ItemView) -> None:
+        quote = await self._forward(
+            calls.QUOTE_ITEM,
+            QuoteItemInput(self._request.booking_id, view.item_id, view.offer_id, view.quantity),
         )
-        self._update_item(
-            item.item_id,
+        self._state.update_item(
+            view.item_id,
             kind=quote.kind,
             supplier=quote.supplier,
             price=quote.price,
             cancellation=quote.cancellation,
         )
-        self._upsert_search_attributes()
 
-    async def _hold_all(self) -> None:
+    async def _agree_price(self, step: str, agreed: Money, offered: Money) -> None:
+        """Go on if `offered` is within tolerance of `agreed`; otherwise ask the customer."""
+        currency = self._request.currency
+        if not price_moved(agreed, offered, self._request.price_tolerance_minor):
+            self._event(step, "ok", f"total {offered.amount_minor} {currency}")
+            return
+        detail = f"expected {agreed.amount_minor}, now {offered.amount_minor} {currency}"
+        self._event(step, "changed", detail)
+        timeout = self._request.price_acceptance_timeout_seconds
+        if timeout <= 0:
+            raise SagaFailedError(BookingError(ErrorType.PRICE_CHANGED.value, detail))
+        previous = (self._state.status, self._state.step)
+        self._price_decision = None
+        self._set_status(BookingStatus.AWAITING_PRICE_ACCEPTANCE, "PRICE_ACCEPTANCE")
+        timed_out = BookingError(ErrorType.PRICE_CHANGED.value, f"{detail}; not accepted in time")
+        async with self._deadline(timedelta(seconds=timeout), timed_out):
+            await workflow.wait_condition(
+                lambda: self._price_decision is not None or self._stopping()
+            )
+        self._raise_if_stopped()
+        decision = self._price_decision
+        assert decision is not None
+        outcome = "accepted" if decision.accept else "declined"
+        self._event("PRICE_ACCEPTANCE", outcome, detail, actor=decision.actor)
+        if not decision.accept:
+            raise SagaFailedError(
+                BookingError(ErrorType.PRICE_CHANGED.value, f"{detail}; declined")
+            )
+        self._state.quoted_total = offered
+        self._set_status(*previous)
+
+    async def _hold_items(self) -> None:
         self._set_status(BookingStatus.HOLDING, "HOLD")
-        await self._each_item(self._active_items(), self._hold_item)
-        if not self._active_items():
-            raise SagaFailedError(self._first_item_error())
+        await self._each_item(self._state.active_items(), self._hold_item)
 
-    async def _hold_item(self, item: BookingItemRequest) -> None:
-        self._compensations.register(Compensation(UndoKind.RELEASE_HOLD, item.item_id))
-        hold = await self._call(
-            ActivityName.HOLD_ITEM,
+    async def _hold_item(self, view: ItemView) -> None:
+        self._compensations.register(Compensation(UndoKind.RELEASE_HOLD, view.item_id))
+        hold = await self._forward(
+            calls.HOLD_ITEM,
             HoldItemInput(
                 self._request.booking_id,
-                item.item_id,
-                item.offer_id,
-                item.quantity,
-                self._items[item.item_id].supplier or "",
+                view.item_id,
+                view.offer_id,
+                view.quantity,
+                view.supplier or "",
             ),
-            ItemHold,
         )
-        self._update_item(
-            item.item_id,
+        held_price = hold.price if hold.price is not None and hold.price != view.price else None
+        self._state.update_item(
+            view.item_id,
             status=ItemStatus.HELD,
             hold_ref=hold.hold_ref,
             hold_expires_at=hold.expires_at,
+            held_price=held_price,
         )
-        self._event(f"HOLD {item.item_id}", "ok", f"until {hold.expires_at}")
+        self._event(f"HOLD {view.item_id}", "ok", f"until {hold.expires_at}")
+
+    async def _check_held_prices(self) -> None:
+        """The supplier holds at its price, which may have moved since the quote."""
+        active = self._state.active_items()
+        moved = [view for view in active if view.held_price is not None]
+        if not moved:
+            return
+        quoted = self._state.total(active)
+        held = Money.total((view.held_price or view.price for view in active), quoted.currency)
+        await self._agree_price("HOLD_PRICE", quoted, held)
+        for view in moved:  # the supplier charges what it holds at
+            self._state.update_item(view.item_id, price=view.held_price)
+        self._state.quoted_total = held
 
     async def _hold_deadline(self) -> None:
         """Stop the saga before the earliest hold expires (a timer, never an execution timeout)."""
         expiries = [
             datetime.fromisoformat(view.hold_expires_at)
-            for view in self._items.values()
+            for view in self._state.active_items()
             if view.status == ItemStatus.HELD and view.hold_expires_at
         ]
         if not expiries:
@@ -299,322 +307,421 @@ class BookingWorkflow:
         if delay.total_seconds() > 0:
             await workflow.sleep(delay)
         self._stop(BookingError(ErrorType.HOLD_EXPIRED.value, "holds expired before confirmation"))
-        if self._forward_task is not None:
-            self._forward_task.cancel()
 
     async def _authorize(self) -> None:
         self._set_status(BookingStatus.AUTHORIZING, "AUTHORIZE")
-        amount = Money.total(
-            (self._items[item.item_id].price for item in self._active_items()),
-            self._request.currency,
-        )
+        amount = self._state.total(self._state.active_items())
         request = AuthorizePaymentInput(
             self._request.booking_id,
             amount,
             self._request.payment_method,
             self._request.customer_ref,
         )
-        self._authorization_input = request
+        self._authorization = request
         self._compensations.register(Compensation(UndoKind.VOID_PAYMENT))
         try:
-            auth = await self._call(ActivityName.AUTHORIZE_PAYMENT, request, PaymentAuthorization)
+            auth = await self._forward(calls.AUTHORIZE_PAYMENT, request)
         except SagaFailedError as failure:
             self._event("AUTHORIZE", "failed", failure.error.message)
             raise
-        self._payment = dataclasses.replace(self._payment, payment_intent_id=auth.payment_intent_id)
+        self._authorized_at = workflow.now()
+        self._state.update_payment(payment_intent_id=auth.payment_intent_id)
+        self._raise_if_stopped()
         if auth.status == "requires_action":
-            self._payment = dataclasses.replace(self._payment, client_secret=auth.client_secret)
+            self._state.update_payment(client_secret=auth.client_secret)
             await self._await_payment_action(auth.payment_intent_id)
         elif auth.status != "requires_capture":
             raise SagaFailedError(
                 BookingError(ErrorType.PAYMENT_FAILED.value, f"payment is {auth.status}")
             )
-        self._payment = dataclasses.replace(
-            self._payment, status=PaymentStatus.AUTHORIZED, authorized=amount, client_secret=None
-        )
+        self._state.update_payment(status=PaymentStatus.AUTHORIZED, authorized=amount)
+        self._state.update_payment(client_secret=None)
         self._event("AUTHORIZE", "ok", f"{amount.amount_minor} {amount.currency}")
 
     async def _await_payment_action(self, payment_intent_id: str) -> None:
         """Wait for 3-D Secure: a webhook is a hint to re-read the PaymentIntent; poll meanwhile."""
         self._set_status(BookingStatus.AWAITING_PAYMENT_ACTION, "PAYMENT_ACTION")
-        deadline = workflow.now() + timedelta(seconds=self._request.payment_action_timeout_seconds)
-        while True:
-            remaining = (deadline - workflow.now()).total_seconds()
-            if remaining <= 0:
-                raise SagaFailedError(
-                    BookingError(ErrorType.PAYMENT_ACTION_TIMEOUT.value, "3-D Secure not completed")
-                )
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(
-                    lambda: self._payment_hint,
-                    timeout=timedelta(seconds=min(PAYMENT_POLL_SECONDS, remaining)),
-                )
-            self._payment_hint = False
-            state = await self._call(
-                ActivityName.GET_PAYMENT, GetPaymentInput(payment_intent_id), PaymentState
-            )
-            if state.status == "requires_capture":
-                self._event("PAYMENT_ACTION", "ok", "customer authenticated")
-                return
-            if state.status in ("requires_payment_method", "canceled"):
-                raise SagaFailedError(
-                    BookingError(
-                        ErrorType.PAYMENT_ACTION_FAILED.value,
-                        state.failure_message or "3-D Secure authentication failed",
+        timed_out = BookingError(ErrorType.PAYMENT_ACTION_TIMEOUT.value, "3-D Secure not completed")
+        timeout = timedelta(seconds=self._request.payment_action_timeout_seconds)
+        async with self._deadline(timeout, timed_out):
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(
+                        lambda: self._payment_hint or self._stopping(),
+                        timeout=timedelta(seconds=PAYMENT_POLL_SECONDS),
                     )
-                )
+                self._raise_if_stopped()
+                self._payment_hint = False
+                state = await self._forward(calls.GET_PAYMENT, GetPaymentInput(payment_intent_id))
+                self._raise_if_stopped()
+                if state.status == "requires_capture":
+                    self._event("PAYMENT_ACTION", "ok", "customer authenticated")
+                    return
+                if state.status in ("requires_payment_method", "canceled"):
+                    raise SagaFailedError(
+                        BookingError(
+                            ErrorType.PAYMENT_ACTION_FAILED.value,
+                            state.failure_message or "3-D Secure authentication failed",
+                        )
+                    )
 
-    async def _confirm_all(self) -> None:
+    async def _confirm_items(self) -> None:
         self._set_status(BookingStatus.CONFIRMING, "CONFIRM")
-        await self._each_item(self._active_items(), self._confirm_item)
+        for group in self._state.confirmation_order(workflow.now()):
+            await self._each_item(group, self._confirm_item)
+        if not self._state.confirmed_items():
+            raise SagaFailedError(self._state.first_item_error())
 
-    async def _confirm_item(self, item: BookingItemRequest) -> None:
-        view = self._items[item.item_id]
-        self._compensations.register(Compensation(UndoKind.CANCEL_BOOKING, item.item_id))
-        confirmation = await self._call(
-            ActivityName.CONFIRM_ITEM,
+    async def _confirm_item(self, view: ItemView) -> None:
+        self._compensations.register(Compensation(UndoKind.CANCEL_BOOKING, view.item_id))
+        confirmation = await self._forward(
+            calls.CONFIRM_ITEM,
             ConfirmItemInput(
-                self._request.booking_id, item.item_id, view.hold_ref or "", view.supplier or ""
+                self._request.booking_id, view.item_id, view.hold_ref or "", view.supplier or ""
             ),
-            ItemConfirmation,
         )
-        self._update_item(
-            item.item_id,
+        self._state.update_item(
+            view.item_id,
             status=ItemStatus.CONFIRMED,
             supplier_ref=confirmation.supplier_ref,
             confirmation_code=confirmation.confirmation_code,
         )
-        self._event(f"CONFIRM {item.item_id}", "ok", confirmation.supplier_ref)
+        self._event(f"CONFIRM {view.item_id}", "ok", confirmation.supplier_ref)
 
     async def _capture(self) -> None:
         self._set_status(BookingStatus.CAPTURING, "CAPTURE")
-        amount = Money.total(
-            (view.price for view in self._items.values() if view.status == ItemStatus.CONFIRMED),
-            self._request.currency,
-        )
-        payment_intent_id = self._payment.payment_intent_id
-        assert payment_intent_id is not None
+        amount = self._state.total(self._state.confirmed_items())
+        payment_intent_id = self._state.payment.payment_intent_id
+        assert payment_intent_id is not None and self._authorized_at is not None
+        window = self._authorized_at + calls.CAPTURE_WINDOW - workflow.now()
         try:
-            capture = await self._call(
-                ActivityName.CAPTURE_PAYMENT,
+            capture = await self._forward(
+                calls.CAPTURE_PAYMENT,
                 CapturePaymentInput(self._request.booking_id, payment_intent_id, amount),
-                PaymentCapture,
+                schedule_to_close=max(window, timedelta(minutes=1)),
             )
         except SagaFailedError as failure:
             self._event("CAPTURE", "failed", failure.error.message)
             raise
-        self._payment = dataclasses.replace(
-            self._payment, status=PaymentStatus.CAPTURED, captured=capture.amount
-        )
+        self._state.update_payment(status=PaymentStatus.CAPTURED, captured=capture.amount)
         self._event("CAPTURE", "ok", f"{capture.amount.amount_minor} {capture.amount.currency}")
+        self._raise_if_stopped()
 
     async def _each_item(
-        self,
-        items: list[BookingItemRequest],
-        step: Callable[[BookingItemRequest], Awaitable[None]],
+        self, items: list[ItemView], step: Callable[[ItemView], Awaitable[None]]
     ) -> None:
         """Run one step for every item concurrently; an optional item's failure is undone alone.
 
-        Every item's call is allowed to finish (so every undo is registered) before the first
-        failure of a non-optional item ends the saga.
+        Every item's call lands (so every undo is registered and sees its result) before the first
+        failure of a non-optional item, or a stop, ends the saga.
         """
-        results = await asyncio.gather(*(step(item) for item in items), return_exceptions=True)
+        results = await asyncio.gather(*(step(view) for view in items), return_exceptions=True)
         failures: list[SagaFailedError] = []
-        for item, result in zip(items, results, strict=True):
+        for view, result in zip(items, results, strict=True):
             if isinstance(result, SagaFailedError):
-                self._update_item(item.item_id, error=result.error)
-                self._event(f"{self._step} {item.item_id}", "failed", result.error.message)
-                if item.optional:
-                    await self._undo_item(item.item_id)
-                    self._update_item(item.item_id, status=ItemStatus.FAILED)
+                self._state.update_item(view.item_id, error=result.error)
+                self._event(f"{self._state.step} {view.item_id}", "failed", result.error.message)
+                if view.optional:
+                    self._undo_optional(view.item_id)
                 else:
                     failures.append(result)
-            elif isinstance(result, BaseException):
+            elif isinstance(result, BaseException) and not isinstance(result, SagaStoppedError):
                 raise result
+        self._raise_if_stopped()
         if failures:
             raise failures[0]
+        if not self._state.active_items():
+            raise SagaFailedError(self._state.first_item_error())
+
+    async def _forward(
+        self,
+        spec: calls.ActivitySpec[InputT, T],
+        arg: InputT,
+        *,
+        schedule_to_close: timedelta | None = None,
+    ) -> T:
+        """Race a forward step against the stop reason; a stopped step still lands first.
+
+        Returns the step's result even when the stop won meanwhile (the caller records it, so its
+        undo sees it); raises SagaStoppedError when the step was cancelled by the stop, and
+        SagaFailedError when it failed for good.
+        """
+        handle = calls.start_forward(spec, arg, schedule_to_close=schedule_to_close)
+        await workflow.wait_condition(lambda: handle.done() or self._stopping())
+        if not handle.done():
+            handle.cancel()
+        try:
+            return await handle
+        except ActivityError as err:
+            if self._stopping() and isinstance(err.cause, CancelledError):
+                raise SagaStoppedError() from err
+            default = (
+                ErrorType.PAYMENT_UNAVAILABLE
+                if spec.name in calls.PAYMENT_ACTIVITIES
+                else ErrorType.SUPPLIER_UNAVAILABLE
+            )
+            raise SagaFailedError(_error_of(err, default)) from err
+        except asyncio.CancelledError:
+            if not self._stopping():
+                raise  # the worker is evicting this workflow: not ours to handle
+            raise SagaStoppedError() from None  # cancelled before it was scheduled
+
+    # --- stopping --------------------------------------------------------------------------------
+
+    def _stop(self, error: BookingError) -> None:
+        """Remember why the saga stops (the first reason wins) and what the customer is told."""
+        if self._stop_reason is not None:
+            return
+        self._stop_reason = error
+        if error.type not in (ErrorType.CANCELLED_BY_CUSTOMER, ErrorType.CANCELLED_BY_STAFF):
+            self._state.error = error
+
+    def _stopping(self) -> bool:
+        return self._stop_reason is not None
+
+    def _raise_if_stopped(self) -> None:
+        if self._stop_reason is not None:
+            raise SagaStoppedError()
+
+    @contextlib.asynccontextmanager
+    async def _deadline(self, after: timedelta, error: BookingError) -> AsyncIterator[None]:
+        """Stop the saga with `error` if the block has not finished `after` from now."""
+
+        async def expire() -> None:
+            await workflow.sleep(after)
+            self._stop(error)
+
+        timer = asyncio.ensure_future(expire())
+        try:
+            yield
+        finally:
+            timer.cancel()
 
     # --- undo ------------------------------------------------------------------------------------
 
     async def _compensate(self) -> None:
-        cancelling = self._stop_reason is not None and self._stop_reason.type in CANCEL_REASONS
+        reason = self._stop_reason
+        cancelling = reason is not None and reason.type in CANCELS
         if len(self._compensations):
-            self._set_status(
-                BookingStatus.CANCELLING if cancelling else BookingStatus.COMPENSATING, "UNDO"
-            )
+            status = BookingStatus.CANCELLING if cancelling else BookingStatus.COMPENSATING
+            self._set_status(status, "UNDO")
         while (compensation := self._compensations.pop()) is not None:
-            await self._undo(compensation)
-        for view in self._items.values():
+            await self._undo(compensation, absorb_fees=True)
+        await self._settle_optional_undos()
+        for view in self._state.items.values():
             if view.status == ItemStatus.PENDING:
-                self._update_item(view.item_id, status=ItemStatus.FAILED)
+                self._state.update_item(view.item_id, status=ItemStatus.FAILED)
         if cancelling:
             self._set_status(BookingStatus.CANCELLED, "CANCELLED")
         else:
             self._set_status(BookingStatus.FAILED, "FAILED")
 
-    async def _undo_item(self, item_id: str) -> None:
-        for compensation in self._compensations.for_item(item_id):
-            await self._undo(compensation)
+    def _undo_optional(self, item_id: str) -> None:
+        """Undo a failed optional item in the background: it never holds up the trip."""
+        self._state.update_item(item_id, status=ItemStatus.FAILED)
+        compensations = self._compensations.for_item(item_id)
+        for compensation in compensations:
             self._compensations.remove(compensation)
 
-    async def _undo(self, compensation: Compensation) -> None:
-        booking_id = self._request.booking_id
-        step = compensation.step
-        if compensation.kind == UndoKind.VOID_PAYMENT:
-            if self._authorization_input is None:
-                return
-            void_input = VoidPaymentInput(
-                self._authorization_input, self._payment.payment_intent_id
-            )
-            void = await self._until_done(
-                step, lambda: self._undo_call(ActivityName.VOID_PAYMENT, void_input, PaymentVoid)
-            )
-            if void is not None and void.status == "refunded" and void.refunded is not None:
-                self._payment = dataclasses.replace(
-                    self._payment,
-                    status=PaymentStatus.REFUNDED,
-                    refunded=self._payment.refunded + void.refunded,
-                )
-            elif void is not None and void.status == "voided":
-                self._payment = dataclasses.replace(self._payment, status=PaymentStatus.VOIDED)
-            self._event(
-                step,
-                "ok" if void is not None else "resolved",
-                void.status if void is not None else "",
-            )
-            return
-        assert compensation.item_id is not None
-        view = self._items[compensation.item_id]
-        if compensation.kind == UndoKind.RELEASE_HOLD:
-            release_input = ReleaseItemInput(
-                booking_id, view.item_id, view.hold_ref, view.supplier or ""
-            )
-            release = await self._until_done(
-                step,
-                lambda: self._undo_call(ActivityName.RELEASE_ITEM, release_input, ItemRelease),
-            )
-            if self._items[view.item_id].status in (ItemStatus.PENDING, ItemStatus.HELD):
-                self._update_item(view.item_id, status=ItemStatus.RELEASED)
-            self._event(
-                step,
-                "ok" if release is not None else "resolved",
-                release.status if release is not None else "",
-            )
-        else:
-            cancel_input = CancelItemInput(
-                booking_id, view.item_id, view.supplier_ref, view.hold_ref, view.supplier or ""
-            )
-            cancel = await self._until_done(
-                step,
-                lambda: self._undo_call(ActivityName.CANCEL_ITEM, cancel_input, ItemCancellation),
-            )
-            if cancel is None or cancel.status == "cancelled":
-                self._update_item(view.item_id, status=ItemStatus.CANCELLED)
-            self._event(
-                step,
-                "ok" if cancel is not None else "resolved",
-                cancel.status if cancel is not None else "",
-            )
+        async def undo() -> None:
+            for compensation in compensations:
+                if not await self._undo(compensation, absorb_fees=True, defer_refusal=True):
+                    self._deferred_undos.append(compensation)
 
-    async def _until_done(self, step: str, call: Callable[[], Awaitable[T]]) -> T | None:
+        self._optional_undos.append(asyncio.ensure_future(undo()))
+
+    async def _settle_optional_undos(self) -> None:
+        """Wait for background undos; a refused one now waits for an operator."""
+        while self._optional_undos:
+            await self._optional_undos.pop(0)
+        while self._deferred_undos:
+            await self._undo(self._deferred_undos.pop(0), absorb_fees=True)
+
+    async def _undo(
+        self, compensation: Compensation, *, absorb_fees: bool, defer_refusal: bool = False
+    ) -> bool:
+        """Run one undo; False when it was refused and `defer_refusal` asked to try later."""
+        if compensation.kind == UndoKind.VOID_PAYMENT:
+            return await self._void_payment(compensation.step, defer_refusal)
+        assert compensation.item_id is not None
+        if compensation.kind == UndoKind.RELEASE_HOLD:
+            return await self._release_hold(compensation.item_id, defer_refusal)
+        return await self._cancel_supplier_booking(compensation.item_id, defer_refusal, absorb_fees)
+
+    async def _release_hold(self, item_id: str, defer_refusal: bool) -> bool:
+        view = self._state.item(item_id)
+        step = f"{UndoKind.RELEASE_HOLD.value} {item_id}"
+        release_input = ReleaseItemInput(
+            self._request.booking_id, item_id, view.hold_ref, view.supplier or ""
+        )
+        done, release = await self._until_done(
+            step, lambda: calls.run_undo(calls.RELEASE_ITEM, release_input), defer_refusal, item_id
+        )
+        if not done:
+            return False
+        if self._state.item(item_id).status in (ItemStatus.PENDING, ItemStatus.HELD):
+            self._state.update_item(item_id, status=ItemStatus.RELEASED)
+        self._event(step, "ok" if release else "resolved", release.status if release else "")
+        return True
+
+    async def _cancel_supplier_booking(
+        self, item_id: str, defer_refusal: bool, absorb_fees: bool
+    ) -> bool:
+        """Cancel a confirmed item; the fee the supplier reports is recorded, never dropped."""
+        view = self._state.item(item_id)
+        step = f"{UndoKind.CANCEL_BOOKING.value} {item_id}"
+        cancel_input = CancelItemInput(
+            self._request.booking_id, item_id, view.supplier_ref, view.hold_ref, view.supplier or ""
+        )
+        done, cancel = await self._until_done(
+            step, lambda: calls.run_undo(calls.CANCEL_ITEM, cancel_input), defer_refusal, item_id
+        )
+        if not done:
+            return False
+        currency = self._request.currency
+        fee = Money.zero(currency)
+        if cancel is not None and cancel.status == "cancelled":
+            if cancel.fee is not None:
+                fee = cancel.fee
+            elif view.cancellation is not None:
+                fee = view.cancellation.fee_for(view.price, workflow.now())
+        if cancel is None or cancel.status == "cancelled":
+            status = ItemStatus.CANCELLED
+        else:  # nothing was booked at the supplier: the hold is released next
+            status = self._state.item(item_id).status
+        self._state.update_item(item_id, status=status, cancellation_fee=fee)
+        if absorb_fees and fee.amount_minor:
+            self._state.absorb_fee(fee)
+        outcome = cancel.status if cancel else ""
+        self._event(
+            step, "ok" if cancel else "resolved", f"{outcome} fee {fee.amount_minor} {currency}"
+        )
+        return True
+
+    async def _void_payment(self, step: str, defer_refusal: bool) -> bool:
+        if self._authorization is None:
+            return True
+        void_input = VoidPaymentInput(self._authorization, self._state.payment.payment_intent_id)
+        done, void = await self._until_done(
+            step, lambda: calls.run_undo(calls.VOID_PAYMENT, void_input), defer_refusal, None
+        )
+        if not done:
+            return False
+        payment = self._state.payment
+        if void is not None and void.status == "refunded" and void.refunded is not None:
+            self._state.update_payment(
+                status=PaymentStatus.REFUNDED, refunded=payment.refunded + void.refunded
+            )
+        elif void is not None and void.status == "voided":
+            self._state.update_payment(status=PaymentStatus.VOIDED)
+        elif void is not None:  # no PaymentIntent was ever created: nothing is authorized
+            self._state.update_payment(
+                status=PaymentStatus.NONE, authorized=Money.zero(self._request.currency)
+            )
+        self._event(step, "ok" if void else "resolved", void.status if void else "")
+        return True
+
+    async def _until_done(
+        self,
+        step: str,
+        call: Callable[[], Awaitable[T]],
+        defer_refusal: bool,
+        item_id: str | None,
+    ) -> tuple[bool, T | None]:
         """Run an undo until it succeeds; a refusal waits for an operator to retry or resolve.
 
-        Returns None when an operator resolved the step by hand.
+        Returns (True, result), (True, None) when an operator resolved the step by hand, or
+        (False, None) when refused and `defer_refusal` asked to come back to it later.
         """
         while True:
             try:
-                return await call()
+                return True, await call()
             except ActivityError as err:
                 error = _error_of(err, ErrorType.SUPPLIER_UNAVAILABLE)
                 self._event(step, "failed", f"{error.type}: {error.message}")
-                if await self._wait_for_operator(step, error) == "resolve":
-                    return None
+                if defer_refusal:
+                    return False, None
+                if await self._wait_for_operator(step, error, item_id) == "resolve":
+                    return True, None
 
-    async def _wait_for_operator(self, step: str, error: BookingError) -> str:
-        previous = (self._status, self._step)
-        self._attention = AttentionView(step, f"{error.type}: {error.message}", self._now())
+    async def _wait_for_operator(self, step: str, error: BookingError, item_id: str | None) -> str:
+        previous = (self._state.status, self._state.step)
+        self._attention_seq += 1
+        attention = self._attention_seq
+        self._state.attention = AttentionView(
+            step, f"{error.type}: {error.message}", self._now(), item_id
+        )
         self._set_status(BookingStatus.NEEDS_ATTENTION, step)
-        await workflow.wait_condition(lambda: self._operator is not None)
-        assert self._operator is not None
-        command, action = self._operator
-        self._operator = None
-        self._attention = None
-        self._event(step, f"staff {command}", action.note, actor=action.actor)
-        self._set_status(*previous)
-        return command
+        try:
+            await workflow.wait_condition(
+                lambda: self._operator is not None and self._operator.attention == attention
+            )
+            command = self._operator
+            assert command is not None
+            self._event(step, f"staff {command.command}", command.action.note, command.action.actor)
+            return command.command
+        finally:
+            self._operator = None
+            self._state.attention = None
+            self._set_status(*previous)
 
     # --- after confirmation ----------------------------------------------------------------------
 
-    async def _after_confirmation(self) -> None:
+    async def _serve_cancellation(self) -> None:
+        """Serve cancellation while the terms allow it, continuing as new window by window."""
+        window = timedelta(seconds=self._request.cancellable_for_seconds)
         try:
             await workflow.wait_condition(
-                lambda: self._cancel_request is not None,
-                timeout=timedelta(seconds=self._request.cancellable_for_seconds),
+                lambda: self._cancel_request is not None or self._workflow_cancelled,
+                timeout=window,
             )
         except TimeoutError:
+            created = datetime.fromisoformat(self._state.created_at)
+            horizon = timedelta(seconds=self._request.cancel_horizon_seconds)
+            if self._state.still_cancellable() and workflow.now() + window - created < horizon:
+                await self._finish()
+                view = self._view()
+                workflow.continue_as_new(self._request, memo={MEMO_VIEW: view})
             return
-        await self._cancel_confirmed()
+        if self._cancel_request is not None:
+            await self._cancel_confirmed()
 
     async def _cancel_confirmed(self) -> None:
-        """Cancel every confirmed item at its supplier and refund what its terms give back."""
-        request = self._cancel_request
-        assert request is not None
+        """Cancel every confirmed item at its supplier and refund what the suppliers give back."""
         self._set_status(BookingStatus.CANCELLING, "CANCEL")
         currency = self._request.currency
-        fees = Money.zero(currency)
-        for view in reversed(list(self._items.values())):
-            if view.status != ItemStatus.CONFIRMED:
-                continue
-            step = f"CANCEL {view.item_id}"
-            cancel_input = CancelItemInput(
-                self._request.booking_id,
-                view.item_id,
-                view.supplier_ref,
-                view.hold_ref,
-                view.supplier or "",
-            )
-            cancel = await self._until_done(
-                step,
-                lambda cancel_input=cancel_input: self._undo_call(  # type: ignore[misc]
-                    ActivityName.CANCEL_ITEM, cancel_input, ItemCancellation
-                ),
-            )
-            terms = view.cancellation
-            fee = terms.fee_for(view.price, workflow.now()) if terms else Money.zero(currency)
-            fees = fees + fee
-            self._update_item(view.item_id, status=ItemStatus.CANCELLED, cancellation_fee=fee)
-            self._event(
-                step,
-                "ok" if cancel is not None else "resolved",
-                f"fee {fee.amount_minor} {currency}",
-            )
-        refund_amount = self._payment.captured - fees
-        if refund_amount.amount_minor > 0 and self._payment.payment_intent_id:
-            refund_input = RefundPaymentInput(
-                self._request.booking_id,
-                self._payment.payment_intent_id,
-                refund_amount,
-                "cancellation",
-            )
-            refund = await self._until_done(
-                "REFUND",
-                lambda: self._undo_call(ActivityName.REFUND_PAYMENT, refund_input, PaymentRefund),
-            )
-            self._event(
-                "REFUND",
-                "ok" if refund is not None else "resolved",
-                f"{refund_amount.amount_minor} {currency}",
-            )
-            self._payment = dataclasses.replace(
-                self._payment, refunded=self._payment.refunded + refund_amount
-            )
-        self._payment = dataclasses.replace(
-            self._payment,
-            fees_kept=fees,
-            status=PaymentStatus.PARTIALLY_REFUNDED
-            if fees.amount_minor
-            else PaymentStatus.REFUNDED,
+        for view in reversed(self._state.confirmed_items()):
+            await self._cancel_supplier_booking(view.item_id, False, absorb_fees=False)
+        fees = Money.total(
+            (
+                view.cancellation_fee
+                for view in self._state.items.values()
+                if view.status == ItemStatus.CANCELLED and view.cancellation_fee is not None
+            ),
+            currency,
         )
+        payment = self._state.payment
+        refund_amount = payment.captured - fees
+        if refund_amount.amount_minor > 0 and payment.payment_intent_id:
+            refund_input = RefundPaymentInput(
+                self._request.booking_id, payment.payment_intent_id, refund_amount, "cancellation"
+            )
+            _, refund = await self._until_done(
+                "REFUND",
+                lambda: calls.run_undo(calls.REFUND_PAYMENT, refund_input),
+                False,
+                None,
+            )
+            detail = f"{refund_amount.amount_minor} {currency}"
+            self._event("REFUND", "ok" if refund else "resolved", detail)
+            self._state.update_payment(refunded=payment.refunded + refund_amount)
+        if refund_amount.amount_minor <= 0:
+            status = PaymentStatus.CAPTURED  # nothing comes back: the suppliers kept it all
+        elif fees.amount_minor:
+            status = PaymentStatus.PARTIALLY_REFUNDED
+        else:
+            status = PaymentStatus.REFUNDED
+        self._state.update_payment(fees_kept=fees, status=status)
         self._set_status(BookingStatus.CANCELLED, "CANCELLED")
 
     # --- messages --------------------------------------------------------------------------------
@@ -625,58 +732,78 @@ class BookingWorkflow:
 
     @workflow.update
     async def cancel(self, request: CancelBookingRequest) -> BookingView:
-        if self._status == BookingStatus.CONFIRMED:
-            self._cancel_request = self._cancel_request or request
+        attention = self._attention_seq
+        if not self._cancel_accepted():
             self._event("CANCEL", "requested", request.note, actor=request.actor)
-        elif self._stop_reason is None:
-            reason = (
-                ErrorType.CANCELLED_BY_CUSTOMER
-                if request.actor == "customer"
-                else ErrorType.CANCELLED_BY_STAFF
+            if self._confirmed:
+                self._cancel_request = request
+            else:
+                reason = (
+                    ErrorType.CANCELLED_BY_CUSTOMER
+                    if request.actor == "customer"
+                    else ErrorType.CANCELLED_BY_STAFF
+                )
+                self._stop(BookingError(reason.value, request.note or "cancelled"))
+        staff = request.actor != "customer"
+        if staff and self._state.status == BookingStatus.NEEDS_ATTENTION and self._operator is None:
+            # Staff force the cancel through: the stuck step is tried again now.
+            self._operator = OperatorCommand(
+                attention, "retry", StaffAction(request.actor, request.note)
             )
-            self._stop(BookingError(reason.value, request.note or "cancelled before confirmation"))
-            self._event("CANCEL", "requested", request.note, actor=request.actor)
-            if self._forward_task is not None:
-                self._forward_task.cancel()
         await workflow.wait_condition(
             lambda: (
-                self._status
-                in (BookingStatus.CANCELLED, BookingStatus.FAILED, BookingStatus.NEEDS_ATTENTION)
+                self._state.status in (BookingStatus.CANCELLED, BookingStatus.FAILED)
+                or (
+                    self._state.status == BookingStatus.NEEDS_ATTENTION
+                    and self._attention_seq > attention
+                )
             )
         )
         return self._view()
 
     @cancel.validator
     def _validate_cancel(self, request: CancelBookingRequest) -> None:
-        status = self._status
-        if status in (BookingStatus.CANCELLED, BookingStatus.CANCELLING):
+        staff = request.actor != "customer"
+        status = self._state.status
+        if self._cancel_accepted():
             return
-        if self._stop_reason is not None and self._stop_reason.type in CANCEL_REASONS:
-            return
-        if self._cancel_request is not None:
-            return
-        if status in (BookingStatus.FAILED, BookingStatus.COMPENSATING):
-            raise ValueError("the booking failed and is being or has been undone")
-        if status == BookingStatus.NEEDS_ATTENTION:
+        if status == BookingStatus.FAILED:
+            raise ValueError("the booking failed and has been undone")
+        if status == BookingStatus.NEEDS_ATTENTION and not staff:
             raise ValueError("the booking is waiting for an operator")
-        if status == BookingStatus.CONFIRMED:
-            for view in self._items.values():
-                terms = view.cancellation
-                if view.status == ItemStatus.CONFIRMED and terms and not terms.cancellable:
-                    raise ValueError(f"item {view.item_id} cannot be cancelled (supplier terms)")
+        if status == BookingStatus.COMPENSATING and not staff:
+            raise ValueError("the booking failed and is being undone")
+        if self._confirmed:
+            reason = self._state.cancellable_after_confirmation()
+            if reason is not None:
+                raise ValueError(reason)
+            return
+        if self._confirmation_begun and not staff:
+            raise ValueError("confirmation in progress: cancel again once the booking is CONFIRMED")
+
+    def _cancel_accepted(self) -> bool:
+        """Whether a cancel was already accepted (a repeat is answered, not applied twice)."""
+        if self._state.status in (BookingStatus.CANCELLING, BookingStatus.CANCELLED):
+            return True
+        if self._cancel_request is not None:
+            return True
+        return self._stop_reason is not None and self._stop_reason.type in CANCELS
 
     @workflow.update
     async def decide_price(self, decision: PriceDecision) -> BookingView:
         self._price_decision = decision
         await workflow.wait_condition(
-            lambda: self._status != BookingStatus.AWAITING_PRICE_ACCEPTANCE
+            lambda: self._state.status != BookingStatus.AWAITING_PRICE_ACCEPTANCE
         )
         return self._view()
 
     @decide_price.validator
     def _validate_price_decision(self, decision: PriceDecision) -> None:
-        if self._status != BookingStatus.AWAITING_PRICE_ACCEPTANCE:
-            raise ValueError(f"the booking is {self._status.value}, not awaiting a price decision")
+        status = self._state.status
+        if status != BookingStatus.AWAITING_PRICE_ACCEPTANCE or self._stopping():
+            raise ValueError(f"the booking is {status.value}, not awaiting a price decision")
+        if self._price_decision is not None:
+            raise ValueError("a price decision was already given")
 
     @workflow.signal
     def payment_event(self, event: PaymentEvent) -> None:
@@ -684,7 +811,7 @@ class BookingWorkflow:
         if event.event_id in self._payment_events:
             return
         self._payment_events.add(event.event_id)
-        ours = self._payment.payment_intent_id
+        ours = self._state.payment.payment_intent_id
         if ours is None or ours == event.payment_intent_id:
             self._payment_hint = True
 
@@ -705,103 +832,30 @@ class BookingWorkflow:
         self._require_attention()
 
     def _require_attention(self) -> None:
-        if self._status != BookingStatus.NEEDS_ATTENTION or self._operator is not None:
-            raise ValueError(f"the booking is {self._status.value}, not waiting for an operator")
+        if self._state.status != BookingStatus.NEEDS_ATTENTION or self._operator is not None:
+            status = self._state.status.value
+            raise ValueError(f"the booking is {status}, not waiting for an operator")
 
     async def _operator_command(self, command: str, action: StaffAction) -> BookingView:
-        self._operator = (command, action)
-        await workflow.wait_condition(lambda: self._operator is None)
+        sent = OperatorCommand(self._attention_seq, command, action)
+        self._operator = sent
+        await workflow.wait_condition(lambda: self._operator is not sent)
         return self._view()
 
-    # --- activities ------------------------------------------------------------------------------
-
-    async def _call(self, name: ActivityName, arg: Any, result_type: type[T]) -> T:
-        """A forward step: bounded retries; its failure becomes a SagaFailedError."""
-        try:
-            result: T = await workflow.execute_activity(
-                name.value,
-                arg,
-                result_type=result_type,
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=FORWARD_RETRY,
-                # On a stop, wait for the attempt in flight to end, so that its undo cannot run
-                # before a hold it was making lands at the supplier.
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            )
-            return result
-        except ActivityError as err:
-            default = (
-                ErrorType.PAYMENT_FAILED
-                if name in (ActivityName.AUTHORIZE_PAYMENT, ActivityName.CAPTURE_PAYMENT)
-                else ErrorType.SUPPLIER_UNAVAILABLE
-            )
-            raise SagaFailedError(_error_of(err, default)) from err
-
-    async def _undo_call(self, name: ActivityName, arg: Any, result_type: type[T]) -> T:
-        """An undo step: retried without limit while transient."""
-        result: T = await workflow.execute_activity(
-            name.value,
-            arg,
-            result_type=result_type,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=UNDO_RETRY,
-        )
-        return result
-
-    @staticmethod
-    async def _shielded(work: Awaitable[None]) -> None:
-        """Run `work` to the end even if the workflow is asked to stop meanwhile."""
-        task = asyncio.ensure_future(work)
-        while not task.done():
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                if task.done():
-                    raise
-                workflow.logger.warning("stop requested while undoing; the undo goes on")
-        task.result()
-
-    async def _flush_records(self) -> None:
-        await asyncio.gather(*self._records)
-
-    # --- state -----------------------------------------------------------------------------------
-
-    def _stop(self, error: BookingError) -> None:
-        """Remember why the saga stops (the first reason wins) and what the customer is told."""
-        if self._stop_reason is not None:
-            return
-        self._stop_reason = error
-        if error.type not in (ErrorType.CANCELLED_BY_CUSTOMER, ErrorType.CANCELLED_BY_STAFF):
-            self._error = error
-
-    def _active_items(self) -> list[BookingItemRequest]:
-        return [
-            item
-            for item in self._request.items
-            if self._items[item.item_id].status not in (ItemStatus.FAILED, ItemStatus.RELEASED)
-        ]
-
-    def _first_item_error(self) -> BookingError:
-        for view in self._items.values():
-            if view.error is not None:
-                return view.error
-        return BookingError(ErrorType.SUPPLIER_REFUSED.value, "no item could be booked")
-
-    def _update_item(self, item_id: str, **changes: Any) -> None:
-        self._items[item_id] = dataclasses.replace(self._items[item_id], **changes)
+    # --- publishing ------------------------------------------------------------------------------
 
     def _now(self) -> str:
         return workflow.now().isoformat()
 
+    def _view(self) -> BookingView:
+        return self._state.view(self._now())
+
     def _set_status(self, status: BookingStatus, step: str) -> None:
-        self._status = status
-        self._step = step
-        self._event(step, "status", status.value)
+        self._state.set_status(status, step, self._now())
+        self._publish()
 
     def _event(self, step: str, outcome: str, detail: str = "", actor: str | None = None) -> None:
-        self._timeline.append(
-            TimelineEntry(len(self._timeline) + 1, self._now(), step, outcome, detail, actor)
-        )
+        self._state.event(step, outcome, detail, self._now(), actor)
         self._publish()
 
     def _publish(self) -> None:
@@ -811,60 +865,21 @@ class BookingWorkflow:
         the ledger snapshot follow every status change, and the snapshot carries the whole
         timeline, so the ledger's event log misses nothing.
         """
-        self._version += 1
         self._upsert_search_attributes()
-        if self._published_status == self._status:
+        if self._published_status == self._state.status:
             return
-        self._published_status = self._status
+        self._published_status = self._state.status
         view = self._view()
-        workflow.upsert_memo({"view": view})
+        workflow.upsert_memo({MEMO_VIEW: view})
         self._records = [handle for handle in self._records if not handle.done()]
-        self._records.append(
-            workflow.start_activity(
-                ActivityName.RECORD_BOOKING.value,
-                RecordBookingInput(self._request, view),
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=RECORD_RETRY,
-            )
-        )
+        self._records.append(calls.start_record(RecordBookingInput(self._request, view)))
 
     def _upsert_search_attributes(self) -> None:
-        suppliers = sorted({view.supplier for view in self._items.values() if view.supplier})
-        total = self._quoted_total or self._request.expected_total
-        wanted = TypedSearchAttributes(
-            [
-                SearchAttributePair(search.BOOKING_STATUS, self._status.value),
-                SearchAttributePair(search.BOOKING_STEP, self._step),
-                SearchAttributePair(
-                    search.NEEDS_ATTENTION, self._status == BookingStatus.NEEDS_ATTENTION
-                ),
-                SearchAttributePair(search.CUSTOMER_REF, self._request.customer_ref),
-                SearchAttributePair(search.SUPPLIERS, suppliers),
-                SearchAttributePair(search.TOTAL_MINOR, total.amount_minor),
-            ]
-        )
         current = workflow.info().typed_search_attributes
         updates = [
-            pair.key.value_set(pair.value) for pair in wanted if current.get(pair.key) != pair.value
+            pair.key.value_set(pair.value)
+            for pair in self._state.search_attributes()
+            if current.get(pair.key) != pair.value
         ]
         if updates:
             workflow.upsert_search_attributes(updates)
-
-    def _view(self) -> BookingView:
-        return BookingView(
-            booking_id=self._request.booking_id,
-            status=self._status,
-            step=self._step,
-            currency=self._request.currency,
-            expected_total=self._request.expected_total,
-            quoted_total=self._quoted_total,
-            items=tuple(self._items.values()),
-            payment=self._payment,
-            timeline=tuple(self._timeline),
-            error=self._error,
-            attention=self._attention,
-            version=self._version,
-            updated_at=self._now(),
-            created_at=self._created_at,
-            customer_ref=self._request.customer_ref,
-        )

@@ -154,7 +154,10 @@ class BookingRequest:
     price_tolerance_minor: int = 0
     price_acceptance_timeout_seconds: int = 15 * 60
     payment_action_timeout_seconds: int = 15 * 60
+    #: A confirmed booking waits for a cancel in windows this long, continuing as new in between,
     cancellable_for_seconds: int = 30 * 24 * 3600
+    #: ...until this long after it was created (beyond any service date Passage sells).
+    cancel_horizon_seconds: int = 400 * 24 * 3600
     created_at: str = ""
     metadata: tuple[tuple[str, str], ...] = field(default=())
 

@@ -116,8 +116,12 @@ class HttpSupplierClient:
             },
         )
         try:
-            return ItemHold(hold_ref=str(body["hold_ref"]), expires_at=str(body["expires_at"]))
-        except KeyError as err:
+            return ItemHold(
+                hold_ref=str(body["hold_ref"]),
+                expires_at=str(body["expires_at"]),
+                price=_optional_money(body.get("price")),
+            )
+        except (KeyError, TypeError, ValueError) as err:
             raise _malformed("hold", err) from err
 
     async def confirm(self, request: ConfirmItemInput) -> ItemConfirmation:
@@ -156,9 +160,8 @@ class HttpSupplierClient:
             {"client_ref": client_ref(request.booking_id, request.item_id, "cancel")},
         )
         try:
-            fee = body.get("fee")
             return ItemCancellation(
-                status=str(body["status"]), fee=None if fee is None else _money(fee)
+                status=str(body["status"]), fee=_optional_money(body.get("fee"))
             )
         except (KeyError, TypeError, ValueError) as err:
             raise _malformed("cancel", err) from err
@@ -190,6 +193,11 @@ def _segment(ref: str) -> str:
 
 def _money(data: Any) -> Money:
     return Money(amount_minor=int(data["amount"]), currency=str(data["currency"]))
+
+
+def _optional_money(data: Any) -> Money | None:
+    """An amount the supplier may leave out (`null` or absent): the held price, a fee."""
+    return None if data is None else _money(data)
 
 
 def _error_body(response: httpx.Response) -> tuple[str | None, str]:

@@ -18,6 +18,8 @@ Money rows derived from `view.payment` (one currency per booking, the contract's
   `fees_kept`). Its reason is `cancellation` when an item carries a `cancellation_fee` (confirmed
   items cancelled under their terms; each item's fee stays on its `booking_items` row) and
   `compensation` otherwise (the saga gave back a captured payment).
+- `payment.fees_absorbed` (suppliers' fees the merchant bears, never charged) is no money movement
+  on the card: it stays on the `bookings` row (`fees_absorbed_minor`, NULL when None).
 
 `get_view` rebuilds the BookingView from these rows exactly, except `payment.client_secret`: the
 3-D Secure secret belongs to the checkout frontend only and is never written to the ledger.
@@ -504,11 +506,13 @@ def _booking_row(request: BookingRequest, view: BookingView, now: datetime) -> B
         expected_total_minor=minor(view.expected_total),
         quoted_total_minor=None if view.quoted_total is None else minor(view.quoted_total),
         payment_status=payment.status.value,
+        fees_absorbed_minor=_optional_minor(minor, payment.fees_absorbed),
         error_type=None if view.error is None else view.error.type,
         error_message=None if view.error is None else view.error.message,
         attention_step=None if view.attention is None else view.attention.step,
         attention_reason=None if view.attention is None else view.attention.reason,
         attention_since=None if view.attention is None else view.attention.since,
+        attention_item_id=None if view.attention is None else view.attention.item_id,
         customer_ref=view.customer_ref,
         customer_email=request.customer_email,
         customer_email_lower=_normalized_email(request.customer_email),
@@ -543,6 +547,7 @@ def _item_rows(request: BookingRequest, view: BookingView) -> list[BookingItemRo
                 status=item.status.value,
                 price_minor=minor(item.price),
                 expected_price_minor=expected.get(item.item_id),
+                held_price_minor=_optional_minor(minor, item.held_price),
                 kind=None if item.kind is None else item.kind.value,
                 supplier=item.supplier,
                 hold_ref=item.hold_ref,
@@ -553,9 +558,7 @@ def _item_rows(request: BookingRequest, view: BookingView) -> list[BookingItemRo
                 cancellation_free_until=None if terms is None else terms.free_until,
                 cancellation_fee_bps=None if terms is None else terms.fee_bps,
                 cancellation_cancellable=None if terms is None else terms.cancellable,
-                cancellation_fee_minor=(
-                    None if item.cancellation_fee is None else minor(item.cancellation_fee)
-                ),
+                cancellation_fee_minor=_optional_minor(minor, item.cancellation_fee),
                 error_type=None if item.error is None else item.error.type,
                 error_message=None if item.error is None else item.error.message,
             )
@@ -650,6 +653,10 @@ def _minor_units(currency: str) -> Callable[[Money], int]:
     return minor
 
 
+def _optional_minor(minor: Callable[[Money], int], money: Money | None) -> int | None:
+    return None if money is None else minor(money)
+
+
 def _normalized_email(email: str) -> str:
     return email.strip().lower()
 
@@ -681,11 +688,7 @@ def _view(
         step=booking.step,
         currency=currency,
         expected_total=Money(booking.expected_total_minor, currency),
-        quoted_total=(
-            None
-            if booking.quoted_total_minor is None
-            else Money(booking.quoted_total_minor, currency)
-        ),
+        quoted_total=_optional_money(booking.quoted_total_minor, currency),
         items=tuple(_item_view(item, currency) for item in items),
         payment=PaymentView(
             status=PaymentStatus(booking.payment_status),
@@ -694,6 +697,7 @@ def _view(
             refunded=Money(sum(refund.amount_minor for refund in refunds), currency),
             fees_kept=Money(sum(refund.fee_minor for refund in refunds), currency),
             payment_intent_id=None if authorization is None else authorization.payment_intent_id,
+            fees_absorbed=_optional_money(booking.fees_absorbed_minor, currency),
         ),
         timeline=tuple(_timeline_entry(event) for event in events),
         error=(
@@ -732,17 +736,18 @@ def _item_view(item: BookingItemRow, currency: str) -> ItemView:
         supplier_ref=item.supplier_ref,
         confirmation_code=item.confirmation_code,
         cancellation=terms,
-        cancellation_fee=(
-            None
-            if item.cancellation_fee_minor is None
-            else Money(item.cancellation_fee_minor, currency)
-        ),
+        cancellation_fee=_optional_money(item.cancellation_fee_minor, currency),
         error=(
             None
             if item.error_type is None
             else BookingError(item.error_type, item.error_message or "")
         ),
+        held_price=_optional_money(item.held_price_minor, currency),
     )
+
+
+def _optional_money(amount_minor: int | None, currency: str) -> Money | None:
+    return None if amount_minor is None else Money(amount_minor, currency)
 
 
 def _attention(booking: BookingRow) -> AttentionView | None:
@@ -752,6 +757,7 @@ def _attention(booking: BookingRow) -> AttentionView | None:
         step=booking.attention_step,
         reason=booking.attention_reason or "",
         since=booking.attention_since or "",
+        item_id=booking.attention_item_id,
     )
 
 

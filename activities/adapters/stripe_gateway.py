@@ -105,7 +105,10 @@ class StripePaymentGateway:
                 return contracts.PaymentVoid(status="voided")
             if intent.status == "succeeded":
                 return await self._refund_rest(intent, booking_id)
-        raise TransientError(f"payment intent {intent.id} is {intent.status}; void it later")
+        raise TransientError(
+            f"payment intent {intent.id} is {intent.status}; void it later",
+            ErrorType.PAYMENT_UNAVAILABLE,
+        )
 
     async def capture(self, request: contracts.CapturePaymentInput) -> contracts.PaymentCapture:
         """Capture `amount` of the authorization; an intent already captured reports its capture."""
@@ -231,7 +234,8 @@ def classify_stripe_error(error: stripe.StripeError) -> BusinessError | Transien
     """The one place that decides whether a Stripe failure is a refusal or worth retrying.
 
     A decline is the customer's card saying no; an invalid request (or a reused key) cannot pass
-    on retry. Transport trouble, rate limits and 5xx may pass. Authentication and permission
+    on retry. Transport trouble, rate limits and 5xx may pass: they are PAYMENT_UNAVAILABLE, so
+    the workflow never mistakes a payment outage for a supplier's. Authentication and permission
     errors are our configuration, not the customer's fault: retried until fixed or surfaced.
     """
     if isinstance(error, stripe.CardError):
@@ -243,7 +247,9 @@ def classify_stripe_error(error: stripe.StripeError) -> BusinessError | Transien
     refused = status is not None and 400 <= status < 500 and status not in (409, 429)
     if isinstance(error, stripe.APIError) and refused:
         return BusinessError(ErrorType.PAYMENT_FAILED, error.user_message or f"HTTP {status}")
-    return TransientError(f"Stripe {type(error).__name__} (HTTP {status})")
+    return TransientError(
+        f"Stripe {type(error).__name__} (HTTP {status})", ErrorType.PAYMENT_UNAVAILABLE
+    )
 
 
 @contextlib.contextmanager

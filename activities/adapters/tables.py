@@ -65,11 +65,15 @@ class BookingRow(SQLModel, table=True):
     expected_total_minor: int = Field(sa_type=BigInteger)
     quoted_total_minor: int | None = Field(default=None, sa_type=BigInteger)
     payment_status: str
+    #: What suppliers kept while the booking was undone (the merchant's cost); NULL: not reported.
+    fees_absorbed_minor: int | None = Field(default=None, sa_type=BigInteger)
     error_type: str | None = None
     error_message: str | None = None
     attention_step: str | None = None
     attention_reason: str | None = None
     attention_since: str | None = None
+    #: The item the stuck step is about (an optional item's refused undo), if any.
+    attention_item_id: str | None = None
     customer_ref: str
     customer_email: str
     #: Lower-cased e-mail: staff search is case-insensitive and must use an index on both backends.
@@ -99,6 +103,8 @@ class BookingItemRow(SQLModel, table=True):
     status: str
     price_minor: int = Field(sa_type=BigInteger)
     expected_price_minor: int | None = Field(default=None, sa_type=BigInteger)
+    #: The price the supplier held the item at, when it differs from the quote.
+    held_price_minor: int | None = Field(default=None, sa_type=BigInteger)
     kind: str | None = None
     supplier: str | None = None
     hold_ref: str | None = None

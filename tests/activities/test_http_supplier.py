@@ -28,6 +28,7 @@ from workflows.model import CancellationTerms, ItemKind, Money
 
 FLIGHT = "fl-aurora-cdg-jfk"  # aurora-air, capacity 9, 60 000, fee 1000 bps (free period over)
 LAST_SEAT = "fl-borealis-lhr-osl"  # borealis-airways, capacity 1, free cancellation
+HALF_FEE = "ht-harbour-rkv-2n"  # harbour-hotels, 42 000, fee 5000 bps (free period over)
 NOT_CANCELLABLE = "ac-city-louvre"  # city-passes
 
 
@@ -62,6 +63,7 @@ async def test_quote_hold_confirm_cancel(
     assert quote.hold_ttl_seconds == 1800
 
     hold = await supplier.hold(hold_input("bk_a", quantity=2))
+    assert hold.price == quote.price
     assert (await simulator.stock(FLIGHT))["held"] == 2
 
     confirmation = await supplier.confirm(ConfirmItemInput("bk_a", "it_1", hold.hold_ref))
@@ -240,6 +242,54 @@ async def test_confirming_an_expired_hold_is_hold_expired(
     assert refused.value.error_type is ErrorType.HOLD_EXPIRED
     assert (await supplier.release(ReleaseItemInput("bk_h", "it_1"))).status == "expired"
     assert (await simulator.stock(FLIGHT))["free"] == 9
+
+
+async def test_the_hold_reports_the_price_the_supplier_holds_at(
+    supplier: HttpSupplierClient, simulator: SimulatorControl
+) -> None:
+    quote = await supplier.quote(QuoteItemInput("bk_hp", "it_1", FLIGHT, 2))
+    await simulator.set_price(FLIGHT, 65_000)
+
+    hold = await supplier.hold(hold_input("bk_hp", quantity=2))
+
+    assert quote.price == Money(120_000, "EUR")
+    assert hold.price == Money(130_000, "EUR")
+    # A retried hold is the same hold, at the price it was held at, whatever the offer says now.
+    await simulator.set_price(FLIGHT, 70_000)
+    assert (await supplier.hold(hold_input("bk_hp", quantity=2))).price == Money(130_000, "EUR")
+
+
+async def test_a_hold_answer_without_a_price_holds_at_an_unknown_price() -> None:
+    answers = iter(
+        [
+            {"hold_ref": "h-1", "expires_at": "2026-05-04T10:30:00+00:00"},
+            {"hold_ref": "h-1", "expires_at": "2026-05-04T10:30:00+00:00", "price": None},
+        ]
+    )
+    transport = httpx.MockTransport(lambda request: httpx.Response(201, json=next(answers)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as http:
+        for _ in range(2):
+            hold = await HttpSupplierClient(http).hold(hold_input("bk_np"))
+            assert (hold.hold_ref, hold.price) == ("h-1", None)
+
+
+async def test_cancel_after_the_free_window_reports_the_fee_the_supplier_keeps(
+    supplier: HttpSupplierClient, simulator: SimulatorControl
+) -> None:
+    quote = await supplier.quote(QuoteItemInput("bk_fee", "it_1", HALF_FEE, 1))
+    await simulator.set_price(HALF_FEE, 50_000)  # moved after the quote: held and booked at 50 000
+    hold = await supplier.hold(hold_input("bk_fee", HALF_FEE))
+    confirmation = await supplier.confirm(ConfirmItemInput("bk_fee", "it_1", hold.hold_ref))
+
+    cancellation = await supplier.cancel(
+        CancelItemInput("bk_fee", "it_1", supplier_ref=confirmation.supplier_ref)
+    )
+
+    assert cancellation.status == "cancelled"
+    assert cancellation.fee == Money(25_000, "EUR")  # 50 % of what it was booked at
+    assert cancellation.fee != quote.cancellation.fee_for(quote.price, datetime.now(UTC))
+    [booking] = (await simulator.ledger())["bookings"]
+    assert booking["cancellation_fee"] == {"amount": 25_000, "currency": "EUR"}
 
 
 async def test_price_change_shows_in_the_next_quote(

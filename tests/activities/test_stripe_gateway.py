@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import secrets
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from temporalio.exceptions import ApplicationError
@@ -223,15 +228,61 @@ async def test_an_unknown_intent_is_a_payment_failure(
     assert refusal.value.error_type is ErrorType.PAYMENT_FAILED
 
 
-async def test_an_unreachable_stripe_is_transient() -> None:
-    gateway = StripePaymentGateway.from_settings(
-        Settings(stripe_api_base="http://127.0.0.1:9", stripe_api_key="sk_test_passage")
-    )
+class _StripeDown(BaseHTTPRequestHandler):
+    """Stripe having a bad day: every request gets the server's `status` and an API error."""
+
+    server: _StripeDownServer
+
+    def _answer(self) -> None:
+        self.server.requests += 1
+        body = json.dumps({"error": {"type": "api_error", "message": "try again later"}}).encode()
+        self.send_response(self.server.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _StripeDownServer(ThreadingHTTPServer):
+    def __init__(self, status: int) -> None:
+        super().__init__(("127.0.0.1", 0), _StripeDown)
+        self.status = status
+        self.requests = 0
+
+
+@contextlib.contextmanager
+def stripe_answering(status: int) -> Iterator[_StripeDownServer]:
+    """A local HTTP server standing in for Stripe that answers every request with `status`."""
+    server = _StripeDownServer(status)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     try:
-        with pytest.raises(TransientError):
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _gateway_on(api_base: str) -> StripePaymentGateway:
+    return StripePaymentGateway.from_settings(
+        Settings(stripe_api_base=api_base, stripe_api_key="sk_test_passage")
+    )
+
+
+async def test_an_unreachable_stripe_is_transient_payment_unavailable() -> None:
+    gateway = _gateway_on("http://127.0.0.1:9")
+    try:
+        with pytest.raises(TransientError) as failure:
             await gateway.get(contracts.GetPaymentInput("pi_any"))
     finally:
         await gateway.aclose()
+    assert failure.value.error_type is ErrorType.PAYMENT_UNAVAILABLE
 
 
 async def test_the_activity_raises_a_decline_as_non_retryable_payment_declined(
@@ -247,10 +298,8 @@ async def test_the_activity_raises_a_decline_as_non_retryable_payment_declined(
     assert failure.value.non_retryable
 
 
-async def test_the_activity_raises_transport_trouble_as_retryable() -> None:
-    gateway = StripePaymentGateway.from_settings(
-        Settings(stripe_api_base="http://127.0.0.1:9", stripe_api_key="sk_test_passage")
-    )
+async def test_the_activity_raises_transport_trouble_as_retryable_payment_unavailable() -> None:
+    gateway = _gateway_on("http://127.0.0.1:9")
     try:
         with pytest.raises(ApplicationError) as failure:
             await ActivityEnvironment().run(
@@ -259,7 +308,28 @@ async def test_the_activity_raises_transport_trouble_as_retryable() -> None:
     finally:
         await gateway.aclose()
 
+    assert failure.value.type == ErrorType.PAYMENT_UNAVAILABLE.value
     assert not failure.value.non_retryable
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+async def test_the_activity_raises_a_stripe_outage_as_retryable_payment_unavailable(
+    status: int,
+) -> None:
+    with stripe_answering(status) as stripe_down:
+        gateway = _gateway_on(f"http://127.0.0.1:{stripe_down.server_port}")
+        try:
+            with pytest.raises(ApplicationError) as failure:
+                await ActivityEnvironment().run(
+                    PaymentActivities(gateway).authorize_payment, _authorization("pm_card_visa")
+                )
+        finally:
+            await gateway.aclose()
+
+    assert failure.value.type == ErrorType.PAYMENT_UNAVAILABLE.value
+    assert not failure.value.non_retryable
+    assert isinstance(failure.value.__cause__, TransientError)
+    assert stripe_down.requests == 1  # Temporal retries, never the SDK
 
 
 async def test_the_activity_returns_the_gateway_result(

@@ -7,6 +7,7 @@ the simulator's ledger, the Stripe emulator's PaymentIntents, Temporal's histori
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import io
@@ -15,6 +16,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import httpx
@@ -30,11 +32,13 @@ from activities.adapters.sql_store import SqlBookingStore, make_engine
 from passage import cli
 from passage.bookings import MEMO_ACCESS_TOKEN_HASH, MEMO_REQUEST_HASH, MEMO_VIEW
 from tests.support.api import running_api
+from tests.support.ledger_data import booking_lifecycle
 from tests.support.simulator import SimulatorControl
 from tests.support.stack import Engine
 from tests.support.stripe import CARD_3DS, CARD_OK, StripeHarness
 from workflows import search
 from workflows.contracts import BookingView, PaymentEvent
+from workflows.model import Money
 
 FLIGHT = "fl-aurora-cdg-jfk"  # aurora-air, fee 1000 bps, free period over
 HOTEL = "ht-meridian-par-2n"  # meridian-stays, free cancellation
@@ -477,6 +481,47 @@ async def test_a_closed_booking_is_read_from_the_memo_and_a_gone_one_from_the_le
     repeat = await api_client.post("/bookings", json=body, headers={"Idempotency-Key": key})
     assert repeat.status_code == 409, repeat.text
     assert await deleted()
+
+
+async def test_held_price_fees_absorbed_and_the_attention_item_reach_the_json(
+    api_client: httpx.AsyncClient, ledger_store: SqlBookingStore, staff_headers: dict[str, str]
+) -> None:
+    # Straight into the ledger (no workflow in Temporal), so the API reads the recorded views.
+    stuck_id, plain_id = (f"bk_fields_{uuid.uuid4().hex[:12]}" for _ in range(2))
+    email = f"{stuck_id}@example.com"
+    now = datetime.now(UTC)
+    stuck = booking_lifecycle(stuck_id, created_at=now, email=email, ending="needs_attention")[-1]
+    view = stuck.view
+    assert view.attention is not None
+    first, *others = view.items
+    view = dataclasses.replace(
+        view,
+        items=(dataclasses.replace(first, held_price=Money(61_500, "EUR")), *others),
+        payment=dataclasses.replace(view.payment, fees_absorbed=Money(6_000, "EUR")),
+        attention=dataclasses.replace(view.attention, item_id="it_3"),
+    )
+    await ledger_store.record(dataclasses.replace(stuck, view=view))
+    await ledger_store.record(booking_lifecycle(plain_id, created_at=now)[-1])
+
+    customer = await get_view(
+        api_client, {"booking_id": stuck_id, "access_token": f"token-{stuck_id}"}
+    )
+    assert [item["held_price"] for item in customer["items"]] == [
+        {"amount": 61_500, "currency": "EUR"},
+        None,
+        None,
+    ]
+    assert customer["payment"]["fees_absorbed"] == {"amount": 6_000, "currency": "EUR"}
+    staff = await api_client.get(f"/admin/bookings/{stuck_id}", headers=staff_headers)
+    assert staff.json()["attention"]["item_id"] == "it_3"
+    listed = await api_client.get("/admin/bookings", params={"email": email}, headers=staff_headers)
+    [summary] = listed.json()["bookings"]
+    assert summary["attention"]["item_id"] == "it_3"
+    plain = await get_view(
+        api_client, {"booking_id": plain_id, "access_token": f"token-{plain_id}"}
+    )
+    assert plain["payment"]["fees_absorbed"] == {"amount": 0, "currency": "EUR"}
+    assert {item["held_price"] for item in plain["items"]} == {None}
 
 
 # --- cancellation --------------------------------------------------------------------------------

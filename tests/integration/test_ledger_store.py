@@ -65,6 +65,27 @@ async def test_every_snapshot_round_trips_to_the_exact_view(
         assert await store.get_view(snapshot.view.booking_id) == snapshot.view
 
 
+async def test_held_price_fees_absorbed_and_the_attention_item_round_trip(
+    store: SqlBookingStore,
+) -> None:
+    snapshot = booking_lifecycle("bk_held", created_at=DAY_ONE, ending="needs_attention")[-1]
+    view = snapshot.view
+    assert view.attention is not None
+    first, *others = view.items
+    interrupted = dataclasses.replace(
+        view,
+        items=(dataclasses.replace(first, held_price=Money(61_500, CURRENCY)), *others),
+        payment=dataclasses.replace(view.payment, fees_absorbed=Money(6_000, CURRENCY)),
+        attention=dataclasses.replace(view.attention, item_id="it_3"),
+    )
+
+    await store.record(dataclasses.replace(snapshot, view=interrupted))
+
+    assert await store.get_view("bk_held") == interrupted
+    [summary], _ = await store.search()
+    assert summary.attention == interrupted.attention
+
+
 async def test_unknown_booking_reads_as_absent(store: SqlBookingStore) -> None:
     assert await store.get_view("bk_nope") is None
     assert await store.get_access_token_hash("bk_nope") is None

@@ -27,6 +27,13 @@ LEDGER_TABLES = {
     "booking_events",
     "processed_webhook_events",
 }
+HEAD = "0002"
+#: The columns 0002 adds to 0001's tables.
+INTERRUPTION_COLUMNS = {
+    ("bookings", "fees_absorbed_minor"),
+    ("bookings", "attention_item_id"),
+    ("booking_items", "held_price_minor"),
+}
 
 
 def tables_of(database_url: str) -> set[str]:
@@ -37,13 +44,24 @@ def tables_of(database_url: str) -> set[str]:
         engine.dispose()
 
 
+def columns_of(database_url: str, tables: set[str]) -> set[tuple[str, str]]:
+    engine = make_engine(database_url)
+    try:
+        inspector = inspect(engine)
+        return {
+            (table, column["name"]) for table in tables for column in inspector.get_columns(table)
+        }
+    finally:
+        engine.dispose()
+
+
 def test_upgrade_head_on_an_empty_database_builds_every_table(database_url: str) -> None:
     assert migrate.current(database_url) is None
 
     migrate.upgrade(database_url)
 
     assert tables_of(database_url) == LEDGER_TABLES | {"alembic_version"}
-    assert migrate.current(database_url) == "0001"
+    assert migrate.current(database_url) == HEAD
 
 
 def test_the_migrations_build_exactly_the_models(migrated_database_url: str) -> None:
@@ -57,16 +75,24 @@ def test_the_migrations_build_exactly_the_models(migrated_database_url: str) -> 
     assert differences == []
 
 
-def test_downgrade_of_the_latest_revision_then_upgrade_again(migrated_database_url: str) -> None:
-    migrate.downgrade(migrated_database_url)
+def test_downgrade_revision_by_revision_then_upgrade_again(migrated_database_url: str) -> None:
+    url = migrated_database_url
+    assert columns_of(url, {"bookings", "booking_items"}) >= INTERRUPTION_COLUMNS
 
-    assert tables_of(migrated_database_url) == {"alembic_version"}
-    assert migrate.current(migrated_database_url) is None
+    migrate.downgrade(url)
 
-    migrate.upgrade(migrated_database_url)
+    assert migrate.current(url) == "0001"
+    assert not columns_of(url, {"bookings", "booking_items"}) & INTERRUPTION_COLUMNS
 
-    assert tables_of(migrated_database_url) >= LEDGER_TABLES
-    assert migrate.current(migrated_database_url) == "0001"
+    migrate.downgrade(url)
+
+    assert tables_of(url) == {"alembic_version"}
+    assert migrate.current(url) is None
+
+    migrate.upgrade(url)
+
+    assert tables_of(url) >= LEDGER_TABLES
+    assert migrate.current(url) == HEAD
 
 
 def test_upgrade_is_idempotent_and_safe_when_processes_start_together(database_url: str) -> None:
@@ -75,7 +101,7 @@ def test_upgrade_is_idempotent_and_safe_when_processes_start_together(database_u
             started.result()
     migrate.upgrade(database_url)
 
-    assert migrate.current(database_url) == "0001"
+    assert migrate.current(database_url) == HEAD
 
 
 def test_the_sqlite_file_and_its_directory_are_created(tmp_path: Path) -> None:
@@ -83,7 +109,7 @@ def test_the_sqlite_file_and_its_directory_are_created(tmp_path: Path) -> None:
 
     migrate.upgrade(f"sqlite:///{path}")
 
-    assert migrate.current(f"sqlite:///{path}") == "0001"
+    assert migrate.current(f"sqlite:///{path}") == HEAD
 
 
 async def test_the_event_log_refuses_update_and_delete(migrated_database_url: str) -> None:

@@ -6,14 +6,17 @@ the SDK's own download is not used.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest_asyncio
-from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.enums.v1 import EventType, IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from workflows import search
@@ -74,3 +77,22 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+async def wait_for_history_event(
+    handle: WorkflowHandle[Any, Any], event_type: EventType.ValueType, within: float = 10
+) -> None:
+    """Wait until the workflow's history holds an event of `event_type`.
+
+    Used before releasing a blocked activity whose cancellation the workflow requested: the
+    time-skipping server rejects a cancel request that crosses the activity's completion
+    (ACTIVITY_UNKNOWN), which the real server settles by retrying the workflow task.
+    """
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        history = await handle.fetch_history()
+        if any(event.event_type == event_type for event in history.events):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"no {EventType.Name(event_type)} in the history")
+        await asyncio.sleep(0.05)

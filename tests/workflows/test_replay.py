@@ -7,19 +7,33 @@ a change needs `workflow.patched`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowHistory
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory, WorkflowUpdateStage
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from tests.support.fake_activities import FakeBookingActivities, refuse
+from tests.support.fake_activities import BLOCK, FakeBookingActivities, Offer, refuse
+from tests.support.temporal import wait_for_history_event
 from tests.workflows.test_booking_saga import booking_request, run_saga
 from workflows.booking import BookingWorkflow
-from workflows.contracts import CancelBookingRequest, StaffAction
+from workflows.contracts import CancelBookingRequest, PriceDecision, StaffAction
 from workflows.model import BookingStatus
+
+SCENARIOS = [
+    "confirmed",
+    "compensated",
+    "cancelled",
+    "needs_attention",
+    "cancelled_while_authorizing",
+    "stopped",
+    "price_accepted",
+    "optional_failed",
+]
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 
@@ -31,7 +45,36 @@ async def _history(env: WorkflowEnvironment, scenario: str) -> WorkflowHistory:
     if scenario == "needs_attention":
         fake.script["CAPTURE"] = [refuse("PAYMENT_FAILED")]
         fake.script["CANCEL it_1"] = [refuse("NOT_CANCELLABLE")]
-    async with run_saga(env, fake, booking_request(booking_id=f"bk_replay_{scenario}")) as saga:
+    if scenario in ("cancelled_while_authorizing", "stopped"):
+        fake.script["AUTHORIZE"] = [BLOCK]
+    if scenario == "price_accepted":
+        fake.offers["fl-1"] = Offer(held_unit_price=11_000)
+    if scenario == "optional_failed":
+        fake.script["CONFIRM it_2"] = [refuse("SOLD_OUT")]
+    request = booking_request(booking_id=f"bk_replay_{scenario}")
+    if scenario == "optional_failed":
+        request = dataclasses.replace(
+            request, items=(request.items[0], dataclasses.replace(request.items[1], optional=True))
+        )
+    async with run_saga(env, fake, request) as saga:
+        if scenario in ("cancelled_while_authorizing", "stopped"):
+            await saga.status(BookingStatus.AUTHORIZING)
+            await fake.started["AUTHORIZE"].wait()
+            if scenario == "stopped":
+                await saga.handle.cancel()
+            else:
+                await saga.handle.start_update(
+                    BookingWorkflow.cancel,
+                    CancelBookingRequest(),
+                    wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                )
+            await wait_for_history_event(
+                saga.handle, EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED
+            )
+            fake.release("AUTHORIZE")
+        if scenario == "price_accepted":
+            await saga.status(BookingStatus.AWAITING_PRICE_ACCEPTANCE)
+            await saga.handle.execute_update(BookingWorkflow.decide_price, PriceDecision(True))
         if scenario == "cancelled":
             await saga.status(BookingStatus.CONFIRMED)
             await saga.handle.execute_update(BookingWorkflow.cancel, CancelBookingRequest())
@@ -42,7 +85,7 @@ async def _history(env: WorkflowEnvironment, scenario: str) -> WorkflowHistory:
         return await saga.handle.fetch_history()
 
 
-@pytest.mark.parametrize("scenario", ["confirmed", "compensated", "cancelled", "needs_attention"])
+@pytest.mark.parametrize("scenario", SCENARIOS)
 async def test_fresh_histories_replay(
     time_skipping_env: WorkflowEnvironment, scenario: str
 ) -> None:
@@ -59,9 +102,4 @@ async def test_committed_histories_replay(path: Path) -> None:
 
 
 def test_histories_are_committed() -> None:
-    assert {p.stem for p in HISTORIES.glob("*.json")} >= {
-        "confirmed",
-        "compensated",
-        "cancelled",
-        "needs_attention",
-    }
+    assert {p.stem for p in HISTORIES.glob("*.json")} >= set(SCENARIOS)

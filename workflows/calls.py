@@ -1,0 +1,155 @@
+"""How the saga calls its activities: one typed spec per activity, with its timeout and retries.
+
+Temporal owns retries, so the policy *is* the business rule: supplier steps give up after a few
+tries and the saga compensates; payment steps outlast an outage (authorization until the hold
+deadline stops it, capture until the authorization is about to expire); undos never give up while
+the error is transient. Forward calls wait for a cancelled attempt to land
+(`WAIT_CANCELLATION_COMPLETED`), so an undo always sees what its step really did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Generic, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+from workflows.contracts import (
+    ActivityName,
+    AuthorizePaymentInput,
+    CancelItemInput,
+    CapturePaymentInput,
+    ConfirmItemInput,
+    GetPaymentInput,
+    HoldItemInput,
+    ItemCancellation,
+    ItemConfirmation,
+    ItemHold,
+    ItemQuote,
+    ItemRelease,
+    PaymentAuthorization,
+    PaymentCapture,
+    PaymentRefund,
+    PaymentState,
+    PaymentVoid,
+    QuoteItemInput,
+    RecordBookingInput,
+    RefundPaymentInput,
+    ReleaseItemInput,
+    VoidPaymentInput,
+)
+
+InputT = TypeVar("InputT")
+OutputT = TypeVar("OutputT")
+
+ACTIVITY_TIMEOUT = timedelta(seconds=30)
+
+#: Supplier steps give up after a few tries: the saga then compensates instead of holding stock.
+SUPPLIER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=5,
+)
+#: Payment steps and undos retry transient errors without limit; refusals are non-retryable. A
+#: forward payment step is bounded by what it races (the hold deadline) or by its own deadline.
+UNTIL_DONE = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=0,
+)
+RECORD_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
+)
+#: Card authorizations last about seven days; capture stops trying a day before that.
+CAPTURE_WINDOW = timedelta(days=6)
+#: Steps whose transient failures are the card processor's, not a supplier's.
+PAYMENT_ACTIVITIES = (
+    ActivityName.AUTHORIZE_PAYMENT,
+    ActivityName.GET_PAYMENT,
+    ActivityName.CAPTURE_PAYMENT,
+    ActivityName.VOID_PAYMENT,
+    ActivityName.REFUND_PAYMENT,
+)
+
+
+@dataclass(frozen=True)
+class ActivitySpec(Generic[InputT, OutputT]):
+    """One activity as the workflow calls it: its name, result type and retry policy."""
+
+    name: ActivityName
+    result_type: type[OutputT]
+    retry: RetryPolicy
+
+
+QUOTE_ITEM = ActivitySpec[QuoteItemInput, ItemQuote](
+    ActivityName.QUOTE_ITEM, ItemQuote, SUPPLIER_RETRY
+)
+HOLD_ITEM = ActivitySpec[HoldItemInput, ItemHold](ActivityName.HOLD_ITEM, ItemHold, SUPPLIER_RETRY)
+CONFIRM_ITEM = ActivitySpec[ConfirmItemInput, ItemConfirmation](
+    ActivityName.CONFIRM_ITEM, ItemConfirmation, SUPPLIER_RETRY
+)
+AUTHORIZE_PAYMENT = ActivitySpec[AuthorizePaymentInput, PaymentAuthorization](
+    ActivityName.AUTHORIZE_PAYMENT, PaymentAuthorization, UNTIL_DONE
+)
+GET_PAYMENT = ActivitySpec[GetPaymentInput, PaymentState](
+    ActivityName.GET_PAYMENT, PaymentState, UNTIL_DONE
+)
+CAPTURE_PAYMENT = ActivitySpec[CapturePaymentInput, PaymentCapture](
+    ActivityName.CAPTURE_PAYMENT, PaymentCapture, UNTIL_DONE
+)
+RELEASE_ITEM = ActivitySpec[ReleaseItemInput, ItemRelease](
+    ActivityName.RELEASE_ITEM, ItemRelease, UNTIL_DONE
+)
+CANCEL_ITEM = ActivitySpec[CancelItemInput, ItemCancellation](
+    ActivityName.CANCEL_ITEM, ItemCancellation, UNTIL_DONE
+)
+VOID_PAYMENT = ActivitySpec[VoidPaymentInput, PaymentVoid](
+    ActivityName.VOID_PAYMENT, PaymentVoid, UNTIL_DONE
+)
+REFUND_PAYMENT = ActivitySpec[RefundPaymentInput, PaymentRefund](
+    ActivityName.REFUND_PAYMENT, PaymentRefund, UNTIL_DONE
+)
+
+
+def start_forward(
+    spec: ActivitySpec[InputT, OutputT],
+    arg: InputT,
+    *,
+    schedule_to_close: timedelta | None = None,
+) -> workflow.ActivityHandle[OutputT]:
+    """Start a forward step; cancelling its handle waits for the attempt in flight to land."""
+    return workflow.start_activity(
+        spec.name.value,
+        arg,
+        result_type=spec.result_type,
+        start_to_close_timeout=ACTIVITY_TIMEOUT,
+        schedule_to_close_timeout=schedule_to_close,
+        retry_policy=spec.retry,
+        cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    )
+
+
+async def run_undo(spec: ActivitySpec[InputT, OutputT], arg: InputT) -> OutputT:
+    """Run an undo step to its end: transient errors are retried without limit."""
+    result: OutputT = await workflow.execute_activity(
+        spec.name.value,
+        arg,
+        result_type=spec.result_type,
+        start_to_close_timeout=ACTIVITY_TIMEOUT,
+        retry_policy=spec.retry,
+    )
+    return result
+
+
+def start_record(snapshot: RecordBookingInput) -> workflow.ActivityHandle[None]:
+    """Write a ledger snapshot in the background (a database outage never blocks the saga)."""
+    return workflow.start_activity(
+        ActivityName.RECORD_BOOKING.value,
+        snapshot,
+        start_to_close_timeout=ACTIVITY_TIMEOUT,
+        retry_policy=RECORD_RETRY,
+    )
