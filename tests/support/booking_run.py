@@ -98,6 +98,9 @@ class BookingRun:
         for task in self._answers.values():
             task.cancel()
         await asyncio.gather(*self._answers.values(), return_exceptions=True)
+        if self._handle is not None and not await self.closed():
+            # A booking left waiting (NEEDS_ATTENTION): end it before its worker goes.
+            await self._handle.terminate("the test is over")
         for worker, _ in self._workers:
             await worker.shutdown()
         await asyncio.gather(*self._draining, return_exceptions=True)
