@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,9 @@ _INDEXED_TYPES = {
 }
 
 
-@pytest_asyncio.fixture
-async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A fresh time-skipping test server per test, with Passage's search attributes.
-
-    One per test, not per session: the test server's clock is shared, and a workflow or an
-    abandoned activity left by one test can keep it from skipping time in the next.
-    """
+@asynccontextmanager
+async def started_time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """Start a time-skipping test server with Passage's search attributes; stop it after."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN_DIR / "temporal-test-server")
     )
@@ -52,6 +49,17 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+@pytest_asyncio.fixture
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A fresh time-skipping test server per test, with Passage's search attributes.
+
+    One per test, not per session: the test server's clock is shared, and a workflow or an
+    abandoned activity left by one test can keep it from skipping time in the next.
+    """
+    async with started_time_skipping_env() as env:
+        yield env
 
 
 @pytest_asyncio.fixture(scope="session")
