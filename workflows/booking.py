@@ -658,18 +658,17 @@ class BookingWorkflow:
             step, f"{error.type}: {error.message}", self._now(), item_id
         )
         self._set_status(BookingStatus.NEEDS_ATTENTION, step)
-        try:
-            await workflow.wait_condition(
-                lambda: self._operator is not None and self._operator.attention == attention
-            )
-            command = self._operator
-            assert command is not None
-            self._event(step, f"staff {command.command}", command.action.note, command.action.actor)
-            return command.command
-        finally:
-            self._operator = None
-            self._state.attention = None
-            self._set_status(*previous)
+        # Nothing cancels this wait (interruptions are state); only an eviction leaves it early.
+        await workflow.wait_condition(
+            lambda: self._operator is not None and self._operator.attention == attention
+        )
+        command = self._operator
+        assert command is not None
+        self._operator = None
+        self._state.attention = None
+        self._event(step, f"staff {command.command}", command.action.note, command.action.actor)
+        self._set_status(*previous)
+        return command.command
 
     # --- after confirmation ----------------------------------------------------------------------
 
@@ -691,6 +690,8 @@ class BookingWorkflow:
             return
         if self._cancel_request is not None:
             await self._cancel_confirmed()
+        else:
+            self._event("STOP", "ok", "the workflow was asked to stop; the booking stays CONFIRMED")
 
     async def _cancel_confirmed(self) -> None:
         """Cancel every confirmed item at its supplier and refund what the suppliers give back."""
