@@ -116,8 +116,8 @@ class BookingWorkflow:
         self._compensations = Compensations()
         self._stop_reason: BookingError | None = None
         self._workflow_cancelled = False
-        #: Staff forced a cancel while a failed booking was being undone: it ends CANCELLED.
-        self._force_cancelled = False
+        #: A cancel accepted while a failed booking is (about to be) undone: it ends CANCELLED.
+        self._cancelled_while_undoing = False
         self._confirmation_begun = resumed is not None
         self._confirmed = resumed is not None
         self._authorization: AuthorizePaymentInput | None = None
@@ -517,7 +517,7 @@ class BookingWorkflow:
         for view in self._state.items.values():
             if view.status == ItemStatus.PENDING:
                 self._state.update_item(view.item_id, status=ItemStatus.FAILED)
-        if cancelling or self._force_cancelled:
+        if cancelling or self._cancelled_while_undoing:
             self._set_status(BookingStatus.CANCELLED, "CANCELLED")
         else:
             self._set_status(BookingStatus.FAILED, "FAILED")
@@ -746,7 +746,7 @@ class BookingWorkflow:
             if self._confirmed:
                 self._cancel_request = request
             elif self._stop_reason is not None:  # already undoing a failure: it ends CANCELLED
-                self._force_cancelled = staff
+                self._cancelled_while_undoing = True
             else:
                 reason = ErrorType.CANCELLED_BY_STAFF if staff else ErrorType.CANCELLED_BY_CUSTOMER
                 self._stop(BookingError(reason.value, request.note or "cancelled"))
@@ -790,7 +790,7 @@ class BookingWorkflow:
         """Whether a cancel was already accepted (a repeat is answered, not applied twice)."""
         if self._state.status in (BookingStatus.CANCELLING, BookingStatus.CANCELLED):
             return True
-        if self._cancel_request is not None or self._force_cancelled:
+        if self._cancel_request is not None or self._cancelled_while_undoing:
             return True
         return self._stop_reason is not None and self._stop_reason.type in CANCELS
 

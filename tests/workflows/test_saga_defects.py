@@ -163,6 +163,33 @@ async def test_1_an_interruption_during_authorize_voids_and_never_captures(
     assert fake.world.live_holds() == []
 
 
+async def test_1_a_cancel_accepted_while_a_stop_is_pending_ends_cancelled(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """The hold deadline fired, AUTHORIZE has not landed yet: the booking is still AUTHORIZING,
+    so a customer cancel is accepted, and accepted means it ends CANCELLED, not FAILED."""
+    env = time_skipping_env
+    fake = FakeBookingActivities()
+    fake.script["AUTHORIZE"] = [BLOCK]
+    fake.offers["fl-1"] = Offer(hold_ttl_seconds=HOLD_TTL)
+    async with run_saga(env, fake, booking_request()) as saga:
+        await started(fake, "AUTHORIZE")
+        stopping = await saga.wait_for(lambda v: v.error is not None, within=HOLD_TTL + 5)
+        assert (stopping.status, stopping.error and stopping.error.type) == (
+            BookingStatus.AUTHORIZING,
+            "HOLD_EXPIRED",
+        )
+        update = await start_cancel(saga.handle, CancelBookingRequest())
+        await asyncio.sleep(0.2)
+        fake.release("AUTHORIZE")
+        final = await settle(saga, env=env)
+        answer = await asyncio.wait_for(update.result(), 20)
+    assert final.status == answer.status == BookingStatus.CANCELLED
+    assert final.error is not None and final.error.type == "HOLD_EXPIRED"  # why it stopped
+    assert final.payment.status == PaymentStatus.VOIDED
+    assert fake.world.live_holds() == []
+
+
 # --- 2. a cancel delivered in the workflow's first task ----------------------------------------
 
 
