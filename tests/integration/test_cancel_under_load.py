@@ -33,9 +33,9 @@ from tests.integration.test_api import (
     checkout,
     deliver,
     handle_of,
-    live_at_supplier,
     payment_event,
 )
+from tests.support.bookings import live_rows
 from tests.support.simulator import SimulatorControl
 from tests.support.stack import Engine
 from tests.support.stripe import CARD_3DS, CARD_OK, StripeHarness
@@ -336,7 +336,7 @@ def booking_breaks(run: Run, ledger: Json, intents: list[Json]) -> list[str]:
             breaks.append(f"{what}: 409 without a reason: {body}")
         elif code not in (200, 202, 409):
             breaks.append(f"{what}: answered {code}: {body}")
-    holds, booked = live_at_supplier(ledger, run.booking_id)
+    holds, booked = live_rows(ledger, run.booking_id)
     if status in SETTLED and holds:
         breaks.append(f"live holds at the supplier: {[h['ref'] for h in holds]}")
     confirmed_refs = {i["supplier_ref"] for i in view["items"] if i["status"] == "CONFIRMED"}
@@ -379,9 +379,7 @@ async def settled_ledger(simulator: SimulatorControl, runs: list[Run]) -> Json:
     deadline = time.monotonic() + 10
     while True:
         ledger = await simulator.ledger()
-        held = any(
-            live_at_supplier(ledger, run.booking_id)[0] for run in runs if run.booking is not None
-        )
+        held = any(live_rows(ledger, run.booking_id)[0] for run in runs if run.booking is not None)
         if not held or time.monotonic() > deadline:
             return ledger
         await asyncio.sleep(0.2)
