@@ -5,16 +5,23 @@
     passage bookings retry ID [--note ..]
     passage bookings resolve ID --note ..
     passage bookings cancel ID [--note ..]
+    passage check [--booking ID]
 
 Every command accepts `--json` for the raw answer. The API is `PASSAGE_API_URL` (default
 http://127.0.0.1:8000); the staff key is `PASSAGE_STAFF_KEY`, else the first of
 `PASSAGE_STAFF_KEYS`. Exit status: 0 done, 1 refused or failed (the API's message is printed),
 2 usage.
+
+`check` runs the invariant checker (passage.checker) over the ledger, Temporal, the supplier
+simulator and Stripe, configured like the worker (`PASSAGE_DATABASE_URL`,
+`PASSAGE_TEMPORAL_ADDRESS`, `PASSAGE_SUPPLIER_URL`, `PASSAGE_STRIPE_API_BASE`, ...); it needs no
+staff key. Exit status 1 when any invariant is broken.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -22,8 +29,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import httpx
+from sqlalchemy.exc import SQLAlchemyError
+from temporalio.service import RPCError
 
+from activities.adapters.sql_store import SqlBookingStore, make_engine
+from passage.checker import Violation, check
+from passage.collector import CheckSources, TemporalEngineViews, collect
 from passage.settings import Settings
+from passage.temporal import connect
 
 Json = dict[str, Any]
 
@@ -57,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("booking_id")
         command.add_argument("--note", required=note_required, default="", help="recorded")
 
-    for command in commands.choices.values():
+    checker = groups.add_parser("check", help="check every invariant of the bookings")
+    checker.add_argument("--booking", help="only this booking (default: every booking)")
+    checker.set_defaults(command="check")
+
+    for command in (*commands.choices.values(), checker):
         command.add_argument("--json", action="store_true", help="print the raw JSON answer")
     return parser
 
@@ -94,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
+    if args.group == "check":
+        return asyncio.run(run_check(args, settings))
     key = os.environ.get("PASSAGE_STAFF_KEY") or next(iter(sorted(settings.staff_key_set)), "")
     if not key:
         print("passage: set PASSAGE_STAFF_KEY to a staff key (make up prints one)", file=sys.stderr)
@@ -149,6 +168,55 @@ def _command(args: argparse.Namespace, http: httpx.Client, out: TextIO) -> None:
     path = f"/admin/bookings/{args.booking_id}/{args.command}"
     view = _call(http, "POST", path, json={"note": args.note})
     _print_view(view, args.json, out)
+
+
+async def run_check(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
+    """`passage check`: collect the evidence, judge it, print it; 1 when anything is broken."""
+    engine = make_engine(settings.database_url)
+    try:
+        client = await connect(settings)
+        async with (
+            httpx.AsyncClient(base_url=settings.supplier_url, timeout=30) as simulator,
+            httpx.AsyncClient(
+                base_url=settings.stripe_api_base, auth=(settings.stripe_api_key, ""), timeout=30
+            ) as stripe,
+        ):
+            sources = CheckSources(
+                SqlBookingStore(engine), TemporalEngineViews(client), simulator, stripe
+            )
+            evidence = await collect(sources, [args.booking] if args.booking else None)
+    except (httpx.HTTPError, RPCError, SQLAlchemyError, RuntimeError, OSError) as err:
+        print(f"passage: cannot read the evidence: {err}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    violations = check(evidence.bookings, evidence.inventory)
+    print_violations(len(evidence.bookings), violations, args.json, out)
+    return 1 if violations else 0
+
+
+def print_violations(
+    checked: int, violations: Sequence[Violation], as_json: bool, out: TextIO
+) -> None:
+    """The checker's answer as a table (or JSON): one line per broken invariant."""
+    if as_json:
+        answer = {
+            "checked": checked,
+            "violations": [
+                {"booking_id": v.booking_id, "rule": v.rule, "detail": v.detail} for v in violations
+            ],
+        }
+        print(json.dumps(answer, indent=2), file=out)
+        return
+    if not violations:
+        print(f"{checked} bookings checked: every invariant holds", file=out)
+        return
+    print(f"{'BOOKING':<28} {'RULE':<20} DETAIL", file=out)
+    for violation in violations:
+        print(
+            f"{violation.booking_id or '-':<28} {violation.rule:<20} {violation.detail}", file=out
+        )
+    print(f"{checked} bookings checked: {len(violations)} violations", file=out)
 
 
 # --- small pieces --------------------------------------------------------------------------------
