@@ -820,6 +820,18 @@ async def test_a_webhook_that_cannot_be_signalled_is_503_and_its_redelivery_coun
     assert again.json()["outcome"] == "duplicate"
 
 
+async def confirmed_with_event(
+    api: httpx.AsyncClient, simulator: SimulatorControl, card: str
+) -> tuple[str, Json]:
+    """A confirmed booking and a fresh `payment_intent.succeeded` event for it, not yet sent."""
+    booking = await book(api, await checkout(simulator, card, HOTEL))
+    view = await wait_for(api, booking, "CONFIRMED")
+    intent_id = view["payment"]["payment_intent_id"]
+    event_id = f"evt_{uuid.uuid4().hex}"
+    event = payment_event(event_id, "payment_intent.succeeded", intent_id, booking["booking_id"])
+    return booking["booking_id"], event
+
+
 class SignalThenFail:
     """A Temporal client whose signals hang until released, then fail as if Temporal went away."""
 
@@ -840,15 +852,7 @@ async def test_a_redelivery_while_the_first_delivery_fails_is_not_a_duplicate(
     api_client: httpx.AsyncClient, engine_worker: Engine, simulator: SimulatorControl, card: str
 ) -> None:
     secret = engine_worker.settings.stripe_webhook_secret
-    booking = await book(api_client, await checkout(simulator, card, HOTEL))
-    view = await wait_for(api_client, booking, "CONFIRMED")
-    booking_id = booking["booking_id"]
-    event = payment_event(
-        f"evt_{uuid.uuid4().hex}",
-        "payment_intent.succeeded",
-        view["payment"]["payment_intent_id"],
-        booking_id,
-    )
+    booking_id, event = await confirmed_with_event(api_client, simulator, card)
     flaky = SignalThenFail()
     async with running_api(engine_worker.settings, cast(Client, flaky)) as flaky_api:
         first = asyncio.create_task(deliver(flaky_api, event, secret))
@@ -890,15 +894,7 @@ async def test_an_event_is_marked_only_after_its_booking_was_signalled(
     api_client: httpx.AsyncClient, engine_worker: Engine, simulator: SimulatorControl, card: str
 ) -> None:
     secret = engine_worker.settings.stripe_webhook_secret
-    booking = await book(api_client, await checkout(simulator, card, HOTEL))
-    view = await wait_for(api_client, booking, "CONFIRMED")
-    booking_id = booking["booking_id"]
-    event = payment_event(
-        f"evt_{uuid.uuid4().hex}",
-        "payment_intent.succeeded",
-        view["payment"]["payment_intent_id"],
-        booking_id,
-    )
+    booking_id, event = await confirmed_with_event(api_client, simulator, card)
     engine = make_engine(engine_worker.settings.database_url)
     try:
         processed = SqlProcessedWebhookEvents(engine)
