@@ -23,7 +23,7 @@ test: lint
 	$(PY) -m pytest -q
 
 up: install
-	$(PY) -m passage.devstack
+	PASSAGE_ENV=$${PASSAGE_ENV:-development} $(PY) -m passage.devstack
 
 demo: install
 	$(PY) -m passage.demo

@@ -86,7 +86,7 @@ async def serve(settings: Settings) -> None:
 
 def main() -> None:
     logs.configure(os.environ.get("PASSAGE_LOG_LEVEL", "INFO"))
-    asyncio.run(serve(Settings()))
+    asyncio.run(serve(Settings.for_process("the worker")))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # sdk-python issue 300: avoid a crash at interpreter exit

@@ -11,10 +11,12 @@ import sys
 import uvicorn
 
 from passage import logs
+from passage.settings import Settings
 
 
 def main() -> None:
     logs.configure(os.environ.get("PASSAGE_LOG_LEVEL", "INFO"))
+    Settings.for_process("the API")  # refuse to start on missing or placeholder secrets
     uvicorn.run(
         "api.app:create_app",
         factory=True,

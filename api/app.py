@@ -22,11 +22,13 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from activities.adapters.sql_store import SqlBookingStore, make_engine
 from api import errors
-from api.deps import ApiState, TemporalNotConnected, api_secret
+from api.deps import ApiState, TemporalNotConnected
+from api.limits import BodySizeLimit
 from api.routes import admin, bookings, codec, health, webhooks
 from passage.bookings import BookingKeys, BookingService
 from passage.settings import Settings
 from passage.temporal import connect, data_converter
+from passage.webhook_events import SqlProcessedWebhookEvents
 
 log = structlog.get_logger("passage.api")
 
@@ -56,6 +58,7 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
         lifespan=_lifespan(settings, client),
     )
     errors.install(app)
+    app.add_middleware(BodySizeLimit)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=_codec_origins(),
@@ -81,13 +84,21 @@ def _lifespan(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
         store = SqlBookingStore(engine)
-        keys = BookingKeys(api_secret(settings), settings.customer_ref_key.encode())
+        keys = BookingKeys(settings.api_secret.encode(), settings.customer_ref_key.encode())
+        processed_events = SqlProcessedWebhookEvents(engine)
         state = ApiState(
             settings=settings,
             store=store,
             keys=keys,
             codec=data_converter(settings).payload_codec,
-            service=BookingService(cast(Client, TemporalNotConnected()), store, settings, keys),
+            processed_events=processed_events,
+            service=BookingService(
+                cast(Client, TemporalNotConnected()),
+                store,
+                settings,
+                keys,
+                processed_events=processed_events,
+            ),
         )
         app.state.passage = state
         connecting: asyncio.Task[None] | None = None

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from dataclasses import dataclass
 from typing import Annotated
 
-import structlog
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
@@ -22,24 +20,7 @@ from activities.adapters.sql_store import SqlBookingStore
 from api.errors import ApiError
 from passage.bookings import BookingKeys, BookingService, EngineUnavailable
 from passage.settings import Settings
-
-log = structlog.get_logger("passage.api")
-
-#: Used when neither `Settings.api_secret` nor PASSAGE_API_SECRET is set (dev and tests only).
-DEV_API_SECRET = "passage-dev-api-secret"
-
-
-def api_secret(settings: Settings) -> bytes:
-    """The key of the booking-id and access-token HMACs.
-
-    Meant to become the `Settings.api_secret` field (PASSAGE_API_SECRET, placeholders refused);
-    until then it is read here, when the app is created, never at import.
-    """
-    value = str(getattr(settings, "api_secret", "") or os.environ.get("PASSAGE_API_SECRET", ""))
-    if not value:
-        log.warning("PASSAGE_API_SECRET is not set: using the development secret")
-        value = DEV_API_SECRET
-    return value.encode()
+from passage.webhook_events import ProcessedWebhookEvents
 
 
 class TemporalNotConnected:
@@ -61,11 +42,18 @@ class ApiState:
     store: SqlBookingStore
     keys: BookingKeys
     codec: PayloadCodec | None
+    processed_events: ProcessedWebhookEvents
     service: BookingService
     connected: bool = False
 
     def attach(self, client: Client) -> None:
-        self.service = BookingService(client, self.store, self.settings, self.keys)
+        self.service = BookingService(
+            client,
+            self.store,
+            self.settings,
+            self.keys,
+            processed_events=self.processed_events,
+        )
         self.connected = True
 
 

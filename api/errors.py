@@ -43,6 +43,7 @@ _DESCRIPTIONS = {
     401: "Missing or unknown staff key",
     404: "No such booking (or a wrong or missing access token)",
     409: "Conflicts with the booking's state or an earlier request",
+    413: "The request body is larger than the endpoint's limit",
     422: "Invalid input; `fields` names every bad field",
     503: "A dependency (Temporal, the ledger) did not answer; retry later",
 }

@@ -47,8 +47,8 @@ PaymentMethodId = Annotated[
 Note = Annotated[str, StringConstraints(max_length=1000, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")]
 #: 10^10 minor units per item: far above any trip, far below int64 once summed.
 MAX_AMOUNT_MINOR = 10_000_000_000
-MAX_ITEMS = 20
-MAX_TRAVELLERS = 20
+MAX_ITEMS = 10
+MAX_TRAVELLERS = 9
 MAX_QUANTITY = 99
 
 _BIRTH_DATE = r"^(19|20)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$"

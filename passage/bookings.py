@@ -55,6 +55,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.adapters.sql_store import BookingSummary, LedgerStore
 from passage.settings import Settings
+from passage.webhook_events import ProcessedWebhookEvents
 from workflows import search
 from workflows.booking import MEMO_VIEW, BookingWorkflow
 from workflows.contracts import (
@@ -250,9 +251,12 @@ class BookingService:
         settings: Settings,
         keys: BookingKeys,
         timeouts: ServiceTimeouts | None = None,
+        *,
+        processed_events: ProcessedWebhookEvents,
     ) -> None:
         self._client = client
         self._store = store
+        self._processed_events = processed_events
         self._settings = settings
         self._keys = keys
         self._timeouts = timeouts or ServiceTimeouts()
@@ -490,14 +494,16 @@ class BookingService:
     ) -> WebhookOutcome:
         """Signal a payment event to its booking once per event id, however often it arrives.
 
-        The id is marked in the ledger first (atomic, so concurrent deliveries race safely); if
-        the signal cannot be delivered the mark is removed again and EngineUnavailable raised, so
-        the provider's redelivery is processed.
+        The booking is signalled first and the id marked processed after, so a mark always means
+        "signalled": a crash between the two, or a delivery failing while a concurrent redelivery
+        runs, leaves the id unmarked and the next delivery signals again, which is harmless because
+        the workflow drops an event id it has seen. Only a marked id is answered "duplicate".
         """
         if not is_booking_id(booking_id):
             return WebhookOutcome.IGNORED
-        if not await self._store.mark_webhook_event_processed(event_id):
+        if await self._processed_events.contains(event_id):
             return WebhookOutcome.DUPLICATE
+        outcome = WebhookOutcome.FORWARDED
         try:
             await self._handle(booking_id).signal(
                 BookingWorkflow.payment_event,
@@ -505,14 +511,12 @@ class BookingService:
                 rpc_timeout=self._timeouts.rpc,
             )
         except RPCError as err:
-            if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
-                return WebhookOutcome.IGNORED  # unknown or finished booking: nothing waits for it
-            await self._store.unmark_webhook_event(event_id)
-            raise EngineUnavailable("the payment event could not be delivered") from err
-        except BaseException:
-            await self._store.unmark_webhook_event(event_id)
-            raise
-        return WebhookOutcome.FORWARDED
+            if err.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+                raise EngineUnavailable("the payment event could not be delivered") from err
+            outcome = WebhookOutcome.IGNORED  # unknown or finished booking: nothing waits for it
+        # False when a concurrent delivery marked it first: it was signalled either way.
+        await self._store.mark_webhook_event_processed(event_id)
+        return outcome
 
     # --- health ----------------------------------------------------------------------------------
 

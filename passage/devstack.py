@@ -238,6 +238,8 @@ class DevStack:
         env = {
             **self.environ,
             "PYTHONUNBUFFERED": "1",
+            # A development stack: the worker and the API may use the development secrets.
+            "PASSAGE_ENV": self.environ.get("PASSAGE_ENV") or "development",
             "DATABASE_URL": database_url,
             "PASSAGE_TEMPORAL_ADDRESS": self.endpoints.temporal_address,
             "PASSAGE_SUPPLIER_URL": self.endpoints.simulator_url,

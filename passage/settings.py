@@ -1,20 +1,51 @@
 """Settings from the environment (the same for `make up`, CI and production).
 
 Built explicitly by each composition root (worker, API, CLI, devstack): nothing is read at import.
+
+Secrets fail closed: outside development (`PASSAGE_ENV=development`, which `make up` and the test
+fixtures set) a missing or placeholder secret is a validation error naming its variable, so the
+API and the worker refuse to start instead of signing tokens with a key everybody knows.
 """
 
 from __future__ import annotations
 
+import sys
+from enum import StrEnum
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STATE_DIR = Path(".passage")
 
 
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+#: Development values of the secrets: filled in when unset in development, refused elsewhere.
+DEV_SECRETS = {
+    "api_secret": "passage-dev-api-secret",
+    "customer_ref_key": "passage-dev-customer-ref-key",
+    "stripe_webhook_secret": "whsec_passage_dev",
+}
+#: Values that are never a real secret (compared case-insensitively, blanks stripped).
+PLACEHOLDERS = frozenset(
+    {"changeme", "change-me", "change_me", "secret", "placeholder", "replace-me", "todo", "xxx"}
+    | {"whsec_changeme", "whsec_...", "whsec_xxx"}
+    | set(DEV_SECRETS.values())
+)
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PASSAGE_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="PASSAGE_", extra="ignore", hide_input_in_errors=True
+    )
+
+    #: `development` allows the development secrets; anything else is production.
+    env: Environment = Environment.PRODUCTION
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
@@ -25,18 +56,21 @@ class Settings(BaseSettings):
 
     stripe_api_base: str = "http://127.0.0.1:8420"
     stripe_api_key: str = "sk_test_passage"
-    stripe_webhook_secret: str = "whsec_passage_dev"
+    #: Endpoint secret that verifies `Stripe-Signature`.
+    stripe_webhook_secret: str = Field(default="", repr=False)
 
     database_url: str = Field(
         default=f"sqlite:///{STATE_DIR / 'ledger.sqlite3'}", validation_alias="DATABASE_URL"
     )
 
     api_url: str = "http://127.0.0.1:8000"
+    #: Key of the HMACs that derive booking ids and access tokens.
+    api_secret: str = Field(default="", repr=False)
     staff_keys: str = ""
     #: Key of the payload codec (urlsafe base64 of 32 bytes); empty leaves payloads unencrypted.
     codec_key: str = ""
     #: Key of the keyed hash that turns an e-mail into `CustomerRef` (never the e-mail in clear).
-    customer_ref_key: str = "passage-dev-customer-ref-key"
+    customer_ref_key: str = Field(default="", repr=False)
 
     price_tolerance_minor: int = 0
     price_acceptance_timeout_seconds: int = 15 * 60
@@ -48,6 +82,41 @@ class Settings(BaseSettings):
         if value.strip() in ("", "changeme", "sk_live_changeme"):
             raise ValueError("PASSAGE_STRIPE_API_KEY is a placeholder")
         return value
+
+    @model_validator(mode="after")
+    def _secrets_fail_closed(self) -> Self:
+        """Development may run on the development secrets; anything else needs real ones."""
+        refused: list[str] = []
+        for name, dev_value in DEV_SECRETS.items():
+            value: str = getattr(self, name)
+            if self.env == Environment.DEVELOPMENT:
+                if not value.strip():
+                    setattr(self, name, dev_value)
+            elif value.strip().lower() in PLACEHOLDERS | {""}:
+                refused.append(f"PASSAGE_{name.upper()}")
+        if refused:
+            raise ValueError(
+                f"{', '.join(refused)} must be set to a real secret (missing or a placeholder); "
+                "only PASSAGE_ENV=development runs on the development secrets"
+            )
+        return self
+
+    @classmethod
+    def for_process(cls, process: str) -> Settings:
+        """The settings of a composition root, or exit 2 with what is wrong (no traceback).
+
+        Args:
+            process: named in the message, e.g. "the API".
+        """
+        try:
+            return cls()
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in item['loc']) or 'settings'}: {item['msg']}"
+                for item in error.errors()
+            )
+            print(f"{process} cannot start: {problems}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from error
 
     @property
     def staff_key_set(self) -> frozenset[str]:

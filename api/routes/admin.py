@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import AfterValidator, BeforeValidator
+from pydantic_core import PydanticCustomError
 
 from activities.adapters.sql_store import MAX_PAGE_SIZE, InvalidCursor
 from api.deps import BookingIdPath, ServiceDep, StaffDep
@@ -18,9 +21,43 @@ from workflows.model import BookingStatus, workflow_id_for
 router = APIRouter(prefix="/admin/bookings", tags=["staff"])
 
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+#: RFC 3339 date-time with a mandatory offset (`Z` or `+hh:mm`), at most microseconds.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+#: Bounds a search may name: far outside any booking, far inside what datetime can convert.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 _SEARCH_PARAMETERS = frozenset(
     {"status", "email", "supplier", "created_from", "created_to", "limit", "cursor"}
 )
+
+
+def _rfc3339_text(value: Any) -> Any:
+    """Only RFC 3339 text with an offset (pydantic would also take `0.0` as seconds since 1970)."""
+    if not isinstance(value, str) or _RFC3339.fullmatch(value) is None:
+        raise PydanticCustomError(
+            "datetime_format",
+            "must be an RFC 3339 date-time with an offset, e.g. 2026-05-04T10:00:00Z",
+        )
+    return value
+
+
+def _in_search_range(value: datetime) -> datetime:
+    """Within EARLIEST..LATEST (aware comparisons cannot overflow), then as UTC.
+
+    Converting first could: year 1 at +14:00 is before datetime.min in UTC.
+    """
+    if value.tzinfo is None or not EARLIEST <= value <= LATEST:
+        raise PydanticCustomError(
+            "datetime_range",
+            "must be between {earliest} and {latest}",
+            {"earliest": EARLIEST.isoformat(), "latest": LATEST.isoformat()},
+        )
+    return value.astimezone(UTC)
+
+
+SearchBound = Annotated[datetime, BeforeValidator(_rfc3339_text), AfterValidator(_in_search_range)]
 
 
 def _known_search_parameters(request: Request, staff: StaffDep) -> None:
@@ -55,8 +92,12 @@ async def list_bookings(
     supplier: Annotated[
         str | None, Query(max_length=128, pattern=_PRINTABLE, description="Any item's supplier")
     ] = None,
-    created_from: Annotated[datetime | None, Query(description="Inclusive (UTC if naive)")] = None,
-    created_to: Annotated[datetime | None, Query(description="Exclusive (UTC if naive)")] = None,
+    created_from: Annotated[
+        SearchBound | None, Query(description="Inclusive; RFC 3339 with an offset, 1970-2100")
+    ] = None,
+    created_to: Annotated[
+        SearchBound | None, Query(description="Exclusive; RFC 3339 with an offset, 1970-2100")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[
         str | None, Query(max_length=512, description="`next_cursor` of the previous page")
@@ -104,7 +145,7 @@ async def get_booking(
     summary="Retry the stuck step now",
     responses={
         202: {"model": AdminBookingOut, "description": "Accepted; still running"},
-        **error_responses(401, 404, 409, 422, 503),
+        **error_responses(401, 404, 409, 413, 422, 503),
     },
 )
 async def retry_booking(
@@ -126,7 +167,7 @@ async def retry_booking(
     summary="Mark the stuck step as handled by hand",
     responses={
         202: {"model": AdminBookingOut, "description": "Accepted; still running"},
-        **error_responses(401, 404, 409, 422, 503),
+        **error_responses(401, 404, 409, 413, 422, 503),
     },
 )
 async def resolve_booking(
@@ -148,7 +189,7 @@ async def resolve_booking(
     summary="Force a cancellation",
     responses={
         202: {"model": AdminBookingOut, "description": "Accepted; still cancelling"},
-        **error_responses(401, 404, 409, 422, 503),
+        **error_responses(401, 404, 409, 413, 422, 503),
     },
 )
 async def cancel_booking(

@@ -25,7 +25,7 @@ router = APIRouter(prefix="/bookings", tags=["bookings"])
             "description": "Repeat of an earlier request (same key "
             "and body): the same booking and token",
         },
-        **error_responses(409, 422, 503),
+        **error_responses(409, 413, 422, 503),
     },
 )
 async def create_booking(
@@ -61,7 +61,7 @@ async def get_booking(
     summary="Cancel a booking",
     responses={
         202: {"model": BookingOut, "description": "Accepted; the cancellation is still running"},
-        **error_responses(404, 409, 422, 503),
+        **error_responses(404, 409, 413, 422, 503),
     },
 )
 async def cancel_booking(
@@ -81,7 +81,7 @@ async def cancel_booking(
     summary="Accept or decline a changed price",
     responses={
         202: {"model": BookingOut, "description": "Accepted; the booking is still moving on"},
-        **error_responses(404, 409, 422, 503),
+        **error_responses(404, 409, 413, 422, 503),
     },
 )
 async def decide_price(

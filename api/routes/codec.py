@@ -30,7 +30,7 @@ NamespaceHeader = Annotated[
     "/encode",
     response_model=CodecPayloads,
     summary="Encode payloads with the payload codec",
-    responses=error_responses(400, 401, 422),
+    responses=error_responses(400, 401, 413, 422),
 )
 async def encode(
     body: CodecPayloads, staff: StaffDep, codec: CodecDep, namespace: NamespaceHeader = None
@@ -43,7 +43,7 @@ async def encode(
     "/decode",
     response_model=CodecPayloads,
     summary="Decode payloads with the payload codec",
-    responses=error_responses(400, 401, 422),
+    responses=error_responses(400, 401, 413, 422),
 )
 async def decode(
     body: CodecPayloads, staff: StaffDep, codec: CodecDep, namespace: NamespaceHeader = None

@@ -16,7 +16,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.adapters.stripe_gateway import StripePaymentGateway
 from activities.errors import BusinessError, TransientError
 from activities.payments import PaymentActivities
-from passage.settings import Settings
+from passage.settings import Environment, Settings
 from tests.support.stripe import CARD_3DS, CARD_DECLINED, CARD_OK, StripeHarness
 from workflows import contracts
 from workflows.contracts import ErrorType
@@ -271,7 +271,11 @@ def stripe_answering(status: int) -> Iterator[_StripeDownServer]:
 
 def _gateway_on(api_base: str) -> StripePaymentGateway:
     return StripePaymentGateway.from_settings(
-        Settings(stripe_api_base=api_base, stripe_api_key="sk_test_passage")
+        Settings(
+            env=Environment.DEVELOPMENT,
+            stripe_api_base=api_base,
+            stripe_api_key="sk_test_passage",
+        )
     )
 
 

@@ -31,6 +31,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.adapters.sql_store import SqlBookingStore, make_engine
 from passage import cli
 from passage.bookings import MEMO_ACCESS_TOKEN_HASH, MEMO_REQUEST_HASH, MEMO_VIEW
+from passage.webhook_events import SqlProcessedWebhookEvents
 from tests.support.api import running_api
 from tests.support.bookings import live_rows
 from tests.support.ledger_data import booking_lifecycle
@@ -819,6 +820,103 @@ async def test_a_webhook_that_cannot_be_signalled_is_503_and_its_redelivery_coun
     assert again.json()["outcome"] == "duplicate"
 
 
+async def confirmed_with_event(
+    api: httpx.AsyncClient, simulator: SimulatorControl, card: str
+) -> tuple[str, Json]:
+    """A confirmed booking and a fresh `payment_intent.succeeded` event for it, not yet sent."""
+    booking = await book(api, await checkout(simulator, card, HOTEL))
+    view = await wait_for(api, booking, "CONFIRMED")
+    intent_id = view["payment"]["payment_intent_id"]
+    event_id = f"evt_{uuid.uuid4().hex}"
+    event = payment_event(event_id, "payment_intent.succeeded", intent_id, booking["booking_id"])
+    return booking["booking_id"], event
+
+
+class SignalThenFail:
+    """A Temporal client whose signals hang until released, then fail as if Temporal went away."""
+
+    def __init__(self) -> None:
+        self.signalling = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def get_workflow_handle_for(self, *_args: Any, **_kwargs: Any) -> SignalThenFail:
+        return self
+
+    async def signal(self, *_args: Any, **_kwargs: Any) -> None:
+        self.signalling.set()
+        await self.release.wait()
+        raise RPCError("connection reset", RPCStatusCode.UNAVAILABLE, b"")
+
+
+async def test_a_redelivery_while_the_first_delivery_fails_is_not_a_duplicate(
+    api_client: httpx.AsyncClient, engine_worker: Engine, simulator: SimulatorControl, card: str
+) -> None:
+    secret = engine_worker.settings.stripe_webhook_secret
+    booking_id, event = await confirmed_with_event(api_client, simulator, card)
+    flaky = SignalThenFail()
+    async with running_api(engine_worker.settings, cast(Client, flaky)) as flaky_api:
+        first = asyncio.create_task(deliver(flaky_api, event, secret))
+        await asyncio.wait_for(flaky.signalling.wait(), 10)
+        # Stripe redelivers while the first delivery is still trying: it must be processed.
+        redelivered = await deliver(api_client, event, secret)
+        assert redelivered.status_code == 200, redelivered.text
+        assert redelivered.json()["outcome"] == "forwarded"
+        flaky.release.set()
+        failed = await first
+    assert failed.status_code == 503, failed.text
+    again = await deliver(api_client, event, secret)
+    assert again.json()["outcome"] == "duplicate"
+    signals = await signals_of(engine_worker.client, handle_of(engine_worker, booking_id))
+    assert [signal.event_id for signal in signals] == [event["id"]]
+    await handle_of(engine_worker, booking_id).terminate("test done")
+
+
+class CrashAfterSignal:
+    """Signals through the real client, notes whether the event was marked, then "crashes"."""
+
+    def __init__(self, client: Client, processed: SqlProcessedWebhookEvents) -> None:
+        self._client = client
+        self._processed = processed
+        self._workflow_id = ""
+        self.marked_when_signalled: list[bool] = []
+
+    def get_workflow_handle_for(self, _run: Any, workflow_id: str) -> CrashAfterSignal:
+        self._workflow_id = workflow_id
+        return self
+
+    async def signal(self, signal: Any, event: PaymentEvent, **kwargs: Any) -> None:
+        await self._client.get_workflow_handle(self._workflow_id).signal(signal, event, **kwargs)
+        self.marked_when_signalled.append(await self._processed.contains(event.event_id))
+        raise RuntimeError("the API process died after signalling")
+
+
+async def test_an_event_is_marked_only_after_its_booking_was_signalled(
+    api_client: httpx.AsyncClient, engine_worker: Engine, simulator: SimulatorControl, card: str
+) -> None:
+    secret = engine_worker.settings.stripe_webhook_secret
+    booking_id, event = await confirmed_with_event(api_client, simulator, card)
+    engine = make_engine(engine_worker.settings.database_url)
+    try:
+        processed = SqlProcessedWebhookEvents(engine)
+        crashing = CrashAfterSignal(engine_worker.client, processed)
+        async with running_api(engine_worker.settings, cast(Client, crashing)) as crashing_api:
+            with pytest.raises(RuntimeError, match="died"):  # no answer, as in a real crash
+                await deliver(crashing_api, event, secret)
+        # Signalled but never marked: a mark first would have lost the event in a real crash.
+        assert crashing.marked_when_signalled == [False]
+        assert not await processed.contains(event["id"])
+        redelivered = await deliver(api_client, event, secret)
+        assert redelivered.json()["outcome"] == "forwarded"
+        assert await processed.contains(event["id"])
+        assert (await deliver(api_client, event, secret)).json()["outcome"] == "duplicate"
+    finally:
+        engine.dispose()
+    # Signalled twice, counted once: the workflow drops an event id it has seen.
+    signals = await signals_of(engine_worker.client, handle_of(engine_worker, booking_id))
+    assert [signal.event_id for signal in signals] == [event["id"]] * 2
+    await handle_of(engine_worker, booking_id).terminate("test done")
+
+
 # --- staff ---------------------------------------------------------------------------------------
 
 
@@ -931,6 +1029,39 @@ async def test_staff_search_filters_and_pages_through_the_ledger(
     assert missing.status_code == 404
     for booking in bookings:
         await handle_of(engine_worker, booking["booking_id"]).terminate("test done")
+
+
+async def test_search_bounds_are_rfc3339_datetimes_in_range(
+    api_client: httpx.AsyncClient, staff_headers: dict[str, str]
+) -> None:
+    refused = [
+        "0001-01-01T00:00:00+14:00",  # before datetime.min once in UTC: was a 500
+        "9999-12-31T23:59:59-14:00",  # after datetime.max once in UTC
+        "1969-12-31T23:59:59Z",
+        "2100-01-01T00:00:01Z",
+        "0.0",  # pydantic took numbers as seconds since 1970
+        "1700000000",
+        "2026-05-04T10:00:00",  # no offset
+        "2026-05-04",
+        "2026-05-04 10:00:00+00:00",
+        "2026-13-04T10:00:00Z",
+    ]
+    for name in ("created_from", "created_to"):
+        for value in refused:
+            response = await api_client.get(
+                "/admin/bookings", params={name: value}, headers=staff_headers
+            )
+            assert response.status_code == 422, (name, value, response.text)
+            assert error_fields(response) == {name}, (value, response.text)
+    accepted = {"created_from": "2026-05-04T10:00:00+14:00", "created_to": "2099-12-31T23:59:59Z"}
+    response = await api_client.get("/admin/bookings", params=accepted, headers=staff_headers)
+    assert response.status_code == 200, response.text
+    response = await api_client.get(
+        "/admin/bookings",
+        params={"created_from": "2100-01-01T00:00:00Z", "created_to": "1970-01-01T00:00:00.5Z"},
+        headers=staff_headers,
+    )
+    assert response.json() == {"bookings": [], "next_cursor": None}
 
 
 async def test_staff_retry_and_resolve_a_stuck_booking_with_an_audit_trail(
@@ -1190,3 +1321,45 @@ async def test_health_and_one_error_shape_for_routing_errors(api_client: httpx.A
                     ref = response["content"]["application/json"]["schema"]["$ref"]
                     assert ref.endswith("/ErrorResponse"), (method, path, status)
     assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
+async def test_oversized_bodies_are_413_and_too_many_items_or_travellers_422(
+    api_client: httpx.AsyncClient, simulator: SimulatorControl, staff_headers: dict[str, str]
+) -> None:
+    valid = await checkout(simulator, "pm_card", HOTEL)
+    headers = {"Idempotency-Key": new_key()}
+    padded = {**valid, "customer": {**valid["customer"], "name": "x" * (64 * 1024)}}
+    too_large = await api_client.post("/bookings", json=padded, headers=headers)
+    assert too_large.status_code == 413, too_large.text
+    assert too_large.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+    async def chunked() -> Any:  # no Content-Length: counted as it arrives
+        for _ in range(80):
+            yield b" " * 1024
+
+    streamed = await api_client.post(
+        "/bookings", content=chunked(), headers={**headers, "Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413, streamed.text
+    note = {"note": "n" * (65 * 1024)}
+    for path in ("/admin/bookings/bk_x/cancel", "/admin/bookings/bk_x/resolve"):
+        response = await api_client.post(path, json=note, headers=staff_headers)
+        assert response.status_code == 413, (path, response.text)
+    webhook = await api_client.post(
+        "/webhooks/stripe",
+        content=b"{" + b" " * (600 * 1024) + b"}",
+        headers={"Stripe-Signature": "t=1,v1=x"},
+    )
+    assert webhook.status_code == 413, webhook.text
+
+    many_items = {**valid, "items": valid["items"] * 11}
+    many_travellers = {**valid, "travellers": valid["travellers"] * 10}
+    for body, field, limit in ((many_items, "items", "10"), (many_travellers, "travellers", "9")):
+        response = await api_client.post(
+            "/bookings", json=body, headers={"Idempotency-Key": new_key()}
+        )
+        assert response.status_code == 422, response.text
+        [error] = response.json()["error"]["fields"]
+        assert error["field"] == field and f"at most {limit}" in error["message"], error
+    largest = {**valid, "items": valid["items"] * 10, "travellers": valid["travellers"] * 9}
+    assert len(json.dumps(largest)) < 64 * 1024

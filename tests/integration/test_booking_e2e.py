@@ -141,6 +141,7 @@ def worker_process(settings: Settings, task_queue: str, log: Any) -> subprocess.
     """`python worker.py` as production runs it: settings only from the environment."""
     env = {
         **os.environ,
+        "PASSAGE_ENV": "development",
         "PASSAGE_TEMPORAL_ADDRESS": settings.temporal_address,
         "PASSAGE_TEMPORAL_NAMESPACE": settings.temporal_namespace,
         "PASSAGE_TASK_QUEUE": task_queue,

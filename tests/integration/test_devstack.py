@@ -158,6 +158,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     ports = _free_ports(5)
     env.update(
         {
+            "PASSAGE_ENV": "development",  # as `make up` sets it
             "PASSAGE_STATE_DIR": str(tmp_path / "state"),
             "PASSAGE_API_PORT": str(ports[0]),
             "PASSAGE_TEMPORAL_PORT": str(ports[1]),

@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from passage.codec import new_key
-from passage.settings import Settings
+from passage.settings import Environment, Settings
 from passage.temporal import connect
 from tests.support.stripe import STRIPE_TEST_API_KEY
 from worker import booking_worker
@@ -28,6 +28,7 @@ def engine_settings(
     dev_env: WorkflowEnvironment, simulator_url: str, stripe_url: str, postgres_ledger_url: str
 ) -> Settings:
     return Settings(
+        env=Environment.DEVELOPMENT,
         temporal_address=dev_env.client.service_client.config.target_host,
         temporal_namespace=dev_env.client.namespace,
         task_queue=f"passage-e2e-{uuid.uuid4().hex[:8]}",

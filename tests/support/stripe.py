@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from activities.adapters.stripe_gateway import StripePaymentGateway
-from passage.settings import Settings
+from passage.settings import Environment, Settings
 
 STRIPE_TEST_API_KEY = "sk_test_passage"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -193,7 +193,11 @@ async def stripe_harness(stripe_url: str) -> AsyncIterator[StripeHarness]:
 @pytest.fixture
 async def stripe_gateway(stripe_url: str) -> AsyncIterator[StripePaymentGateway]:
     gateway = StripePaymentGateway.from_settings(
-        Settings(stripe_api_base=stripe_url, stripe_api_key=STRIPE_TEST_API_KEY)
+        Settings(
+            env=Environment.DEVELOPMENT,
+            stripe_api_base=stripe_url,
+            stripe_api_key=STRIPE_TEST_API_KEY,
+        )
     )
     yield gateway
     await gateway.aclose()

@@ -1,0 +1,102 @@
+"""Settings fail closed: outside development, missing or placeholder secrets stop the processes."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+import worker
+from api import __main__ as api_main
+from api.app import create_app
+from passage.settings import DEV_SECRETS, Environment, Settings
+
+SECRETS = {
+    "PASSAGE_API_SECRET": "a3f1c9e07b5d4e2f8a6c1b9d0e7f3a5c",
+    "PASSAGE_CUSTOMER_REF_KEY": "0c5e8f2a9b7d1e4c6a3f5b8d2e9c7a1f",
+    "PASSAGE_STRIPE_WEBHOOK_SECRET": "whsec_9f8e7d6c5b4a39281706f5e4d3c2b1a0",
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """Only what each test sets: nothing of the developer's environment leaks in."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("PASSAGE_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def refused_variables(error: ValidationError) -> set[str]:
+    message = str(error)
+    return {name for name in SECRETS if name in message}
+
+
+def test_production_refuses_missing_secrets_naming_each_variable() -> None:
+    with pytest.raises(ValidationError) as missing:
+        Settings()
+    assert refused_variables(missing.value) == set(SECRETS)
+
+
+@pytest.mark.parametrize("variable", sorted(SECRETS))
+@pytest.mark.parametrize("placeholder", ["", "  ", "changeme", "CHANGEME", "dev-value"])
+def test_production_refuses_a_placeholder_secret(
+    clean_environment: pytest.MonkeyPatch, variable: str, placeholder: str
+) -> None:
+    field = variable.removeprefix("PASSAGE_").lower()
+    value = DEV_SECRETS[field] if placeholder == "dev-value" else placeholder
+    for name, real in SECRETS.items():
+        clean_environment.setenv(name, value if name == variable else real)
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert refused_variables(refused.value) == {variable}
+    if value.strip():  # the refused value is not echoed into logs
+        assert value.strip() not in str(refused.value)
+
+
+def test_production_runs_on_real_secrets_and_never_shows_them(
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    for name, value in SECRETS.items():
+        clean_environment.setenv(name, value)
+    settings = Settings()
+    assert settings.env == Environment.PRODUCTION
+    assert settings.api_secret == SECRETS["PASSAGE_API_SECRET"]
+    assert settings.customer_ref_key == SECRETS["PASSAGE_CUSTOMER_REF_KEY"]
+    assert settings.stripe_webhook_secret == SECRETS["PASSAGE_STRIPE_WEBHOOK_SECRET"]
+    assert not any(value in repr(settings) for value in SECRETS.values())
+
+
+def test_development_may_run_on_the_development_secrets(
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    clean_environment.setenv("PASSAGE_ENV", "development")
+    settings = Settings()
+    assert settings.api_secret == DEV_SECRETS["api_secret"]
+    assert settings.customer_ref_key == DEV_SECRETS["customer_ref_key"]
+    assert settings.stripe_webhook_secret == DEV_SECRETS["stripe_webhook_secret"]
+    clean_environment.setenv("PASSAGE_API_SECRET", SECRETS["PASSAGE_API_SECRET"])
+    assert Settings().api_secret == SECRETS["PASSAGE_API_SECRET"]
+
+
+def test_an_unknown_environment_is_refused(clean_environment: pytest.MonkeyPatch) -> None:
+    clean_environment.setenv("PASSAGE_ENV", "dev")
+    with pytest.raises(ValidationError, match="env"):
+        Settings()
+
+
+def test_the_api_and_the_worker_refuse_to_start_without_secrets(
+    clean_environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean_environment.setenv("PASSAGE_API_SECRET", SECRETS["PASSAGE_API_SECRET"])
+    with pytest.raises(ValidationError, match="PASSAGE_CUSTOMER_REF_KEY"):
+        create_app()
+    for main, process in ((api_main.main, "the API"), (worker.main, "the worker")):
+        with pytest.raises(SystemExit) as exited:
+            main()
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"{process} cannot start")
+        assert "PASSAGE_CUSTOMER_REF_KEY" in err and "PASSAGE_STRIPE_WEBHOOK_SECRET" in err
+        assert "PASSAGE_API_SECRET" not in err and SECRETS["PASSAGE_API_SECRET"] not in err
