@@ -6,13 +6,18 @@ pointed at the API), the worker and the API; prints their URLs and the staff key
 once `GET /readyz` answers 200.
 
 State lives under `.passage/` (`PASSAGE_STATE_DIR` moves it): Temporal's database file, the SQLite
-ledger (unless `DATABASE_URL` names another database), the keys generated when their variable is
-unset (`staff_key`, `codec_key`, `api_secret`, so staff keys, booking access tokens and encrypted
-workflow payloads keep working across restarts), one log per child in `logs/` and the children's
-pids in `pids`. Stopping and starting again therefore loses no booking.
+ledger (unless `DATABASE_URL` names another database), the supplier simulator's and the Stripe
+emulator's state (`simulator.state`, `stripe.state`: holds, bookings, PaymentIntents, replayable
+Stripe responses), the keys generated when their variable is unset (`staff_key`, `codec_key`,
+`api_secret`, so staff keys, booking access tokens and encrypted workflow payloads keep working
+across restarts), one log per child in `logs/` and the children's pids in `pids`. Stopping and
+starting again therefore loses no booking, at Passage or at its (emulated) suppliers and Stripe.
 
 Ctrl-C or SIGTERM stops every child: SIGTERM to its process group, a grace period, then SIGKILL.
-A child that dies on its own stops everything and the launcher exits 1. After a crash of the
+A worker or API that dies on its own is started again with a notice, as a compose restart policy
+would (their work is in Temporal and the ledger); one that crashes `CRASH_LIMIT` times within
+`CRASH_WINDOW_SECONDS`, or any other child that dies, stops everything and the launcher exits 1.
+After a crash of the
 launcher itself, the next start finds the leftovers through `pids` and stops them first; a port
 held by any other program is reported with the variable that moves it.
 
@@ -62,6 +67,9 @@ from workflows import search
 GRACE_SECONDS = 10.0
 #: How often the supervisor looks at its children.
 POLL_SECONDS = 0.5
+#: A restartable child that dies this often within the window is crash-looping: stop everything.
+CRASH_LIMIT = 3
+CRASH_WINDOW_SECONDS = 30.0
 #: The worker logs this once it polls its task queue (worker.py).
 WORKER_READY_MARK = "worker started"
 #: Temporal CLI names of the search attribute types in `workflows.search`.
@@ -164,6 +172,8 @@ class Service:
     #: Run once it is ready (registering search attributes, the webhook, ...).
     after_ready: Callable[[], None] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: Started again when it dies on its own (stateless processes: the worker, the API).
+    restart: bool = False
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     #: Size of the log when this run started: readiness marks are looked for after it.
@@ -378,25 +388,34 @@ class DevStack:
             ),
             Service(
                 "simulator",
-                [python, "-m", "simulator", "--host", ep.host, "--port", str(ep.simulator_port)],
+                [python, "-m", "simulator", "--host", ep.host, "--port", str(ep.simulator_port)]
+                + ["--state-file", str(self.state_dir / "simulator.state")],
                 ready=lambda: _answers(f"{ep.simulator_url}/healthz"),
                 env=env,
             ),
             Service(
                 "stripe",
                 [python, "-m", "passage.stripe_emulator", "--host", ep.host]
-                + ["--port", str(ep.stripe_port)],
+                + ["--port", str(ep.stripe_port)]
+                + ["--state-file", str(self.state_dir / "stripe.state")],
                 ready=lambda: _answers(f"{ep.stripe_url}{HARNESS_PATH}"),
                 after_ready=self._register_webhook,
                 env=env,
             ),
-            Service("worker", [python, "-m", "worker"], ready=self._worker_started, env=env),
+            Service(
+                "worker",
+                [python, "-m", "worker"],
+                ready=self._worker_started,
+                env=env,
+                restart=True,
+            ),
             Service(
                 "api",
                 [python, "-m", "api"],
                 ready=lambda: _answers(f"{ep.api_url}/readyz"),
                 ready_timeout=90.0,
                 env=env,
+                restart=True,
             ),
         ]
 
@@ -419,7 +438,8 @@ class DevStack:
                 start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
-        self.services.append(service)
+        if service not in self.services:
+            self.services.append(service)
         self._record_pids()
         print(f"  {service.name:<10} starting (pid {service.process.pid})", flush=True)
 
@@ -543,20 +563,51 @@ class DevStack:
         print("Ctrl-C stops everything.\nready", flush=True)
 
     def _supervise(self) -> int:
-        """Wait for a signal (0) or for a child to die (1)."""
+        """Wait for a signal (0) or for a child to die for good (1), restarting the restartable."""
+        crashes: dict[str, list[float]] = {}
+        #: Restarted services not ready yet, with when they were started again.
+        restarting: dict[str, float] = {}
         while not self._stop.wait(POLL_SECONDS):
             for service in self.services:
                 assert service.process is not None
                 code = service.process.poll()
-                if code is not None:
+                if code is None:
+                    if service.name in restarting and service.ready():
+                        took = time.monotonic() - restarting.pop(service.name)
+                        print(f"  {service.name:<10} ready again in {took:.1f} s", flush=True)
+                    continue
+                restarting.pop(service.name, None)
+                now = time.monotonic()
+                recent = [
+                    t for t in crashes.get(service.name, []) if now - t < CRASH_WINDOW_SECONDS
+                ]
+                crashes[service.name] = recent = [*recent, now]
+                if not service.restart or len(recent) >= CRASH_LIMIT:
+                    why = (
+                        f"it crashed {len(recent)} times within {CRASH_WINDOW_SECONDS:.0f} s"
+                        if service.restart
+                        else "it is not restarted"
+                    )
                     print(
                         f"\n{service.name} (pid {service.process.pid}) exited unexpectedly with "
-                        f"code {code}; stopping everything. Last lines of {service.log_path}:\n"
-                        f"{self._tail(service)}",
+                        f"code {code} and {why}; stopping everything. Last lines of "
+                        f"{service.log_path}:\n{self._tail(service)}",
                         file=sys.stderr,
                         flush=True,
                     )
                     return 1
+                print(
+                    f"\n{service.name} (pid {service.process.pid}) exited unexpectedly with code "
+                    f"{code}; restarting it (crash {len(recent)} of {CRASH_LIMIT} allowed within "
+                    f"{CRASH_WINDOW_SECONDS:.0f} s). Last lines of {service.log_path}:\n"
+                    f"{self._tail(service, lines=5)}",
+                    flush=True,
+                )
+                # Anything the dead child started in its group goes with it.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(service.process.pid, signal.SIGKILL)
+                self._start(service)
+                restarting[service.name] = now
         return 0
 
     def _stop_all(self) -> None:

@@ -1,13 +1,13 @@
 """The dev/test Stripe stand-in: localstripe, in-process, behind Stripe's idempotency semantics.
 
-Run it with `python -m passage.stripe_emulator --host 127.0.0.1 --port 8420`.
+Run it with `python -m passage.stripe_emulator --host 127.0.0.1 --port 8420 [--state-file PATH]`.
 
 Why not plain localstripe: it ignores `Idempotency-Key`, while the payment saga relies on Stripe
 replaying the first response of a retried request (that is how a lost authorization is found and
 voided); it listens on every interface; and it pickles its state to `/tmp/localstripe.pickle` after
-every write. Here it listens on the address it is given, keeps everything in memory, and answers
-behind aiohttp middlewares put in front of its own, in its own application (one port, no proxy
-hop, no second server to supervise):
+every write. Here it listens on the address it is given, keeps everything in memory (or, with
+`--state-file`, in that file: `make up`), and answers behind aiohttp middlewares put in front of its
+own, in its own application (one port, no proxy hop, no second server to supervise):
 
 - `LatencyLayer.middleware` (outermost, harness-only) makes chosen calls slow, so a test can act
   while a payment call is in flight: `POST /_harness/latency` with `{"method": "POST", "path":
@@ -15,6 +15,11 @@ hop, no second server to supervise):
   matching requests by `latency_ms` before anything else sees them (a `{name}` in the path stands
   for one segment). `GET` lists the rules with how many requests each delayed, `DELETE` drops them.
 
+- `StateLayer.middleware` (with `--state-file` only) loads localstripe's store and the idempotency
+  layer's records at start and saves them together, atomically, after every POST or DELETE and
+  before its answer leaves, so a restarted emulator still has every PaymentIntent and still
+  replays every recorded response. localstripe's own `/tmp` pickle stays disabled: one file per
+  emulator, in the state directory, holding both parts consistently.
 - `IdempotencyLayer.middleware` does what Stripe does with an `Idempotency-Key` on a POST: the
   first response for (API key, idempotency key) is recorded and replayed to any later request with
   the same parameters (header `Idempotent-Replayed: true`, localstripe untouched); other parameters
@@ -38,9 +43,12 @@ import re
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from passage.statefile import StateFile
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -152,6 +160,16 @@ class IdempotencyLayer:
                 charge["amount_refunded"] = max(0, int(charge["amount_refunded"]) - released)
                 charge["refunded"] = captured > 0 and charge["amount_refunded"] >= captured
 
+    def snapshot(self) -> dict[str, Any]:
+        """The replay records, request counts and captured amounts (not the per-key locks)."""
+        return {"recorded": self._recorded, "stats": self._stats, "captured": self._captured}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Continue from a `snapshot` taken by this class."""
+        self._recorded = dict(snapshot["recorded"])
+        self._stats = dict(snapshot["stats"])
+        self._captured = dict(snapshot["captured"])
+
     def report(self) -> dict[str, Any]:
         """What the harness reads: every idempotency key seen, with its request counts."""
         return {
@@ -164,6 +182,47 @@ class IdempotencyLayer:
                 for key, stats in self._stats.items()
             }
         }
+
+
+class StateLayer:
+    """localstripe's store plus the idempotency records, kept in one state file.
+
+    Args:
+        state_file: Where the snapshot lives.
+        store: localstripe's module-level store (a dict of its resources by "<object>:<id>").
+        idempotency: The layer whose replay records belong with the store: a PaymentIntent
+            without its record would be created a second time by a retried request.
+    """
+
+    def __init__(
+        self, state_file: StateFile, store: dict[str, Any], idempotency: IdempotencyLayer
+    ) -> None:
+        self._file = state_file
+        self._store = store
+        self._idempotency = idempotency
+
+    def load(self) -> None:
+        """Put the kept state back, if there is any (at start, before serving)."""
+        snapshot = self._file.load()
+        if snapshot is None:
+            return
+        # dict's own methods: localstripe's Store overrides the item methods to write its pickle.
+        dict.clear(self._store)
+        dict.update(self._store, snapshot["store"])
+        self._idempotency.restore(snapshot["idempotency"])
+
+    def save(self) -> None:
+        self._file.save({"store": dict(self._store), "idempotency": self._idempotency.snapshot()})
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        finally:
+            # Synchronous, so the snapshot is one consistent moment of the event loop. GETs do
+            # not change anything; localstripe's SEPA debits, which settle later, are not used.
+            if request.method in ("POST", "DELETE"):
+                self.save()
 
 
 @dataclass
@@ -285,8 +344,11 @@ def _idempotency_error(key: str) -> web.Response:
     )
 
 
-def build_app() -> web.Application:
-    """localstripe's application, in memory only, with the latency and idempotency layers in front.
+def build_app(state_file: StateFile | None = None) -> web.Application:
+    """localstripe's application with the latency, state and idempotency layers in front.
+
+    Args:
+        state_file: Where the state is loaded from and saved to; None keeps it in memory only.
 
     Imported here, not at module level, so importing this module starts and patches nothing.
     """
@@ -301,9 +363,14 @@ def build_app() -> web.Application:
     localstripe_resources.store.dump_to_disk = lambda: None
     _accept_automatic_payment_methods(localstripe_resources.PaymentIntent)
     layer = IdempotencyLayer()
-    app.middlewares.insert(0, LatencyLayer().middleware)
-    app.middlewares.insert(1, layer.middleware)
-    app.middlewares.insert(2, layer.stripe_shape)
+    layers = [LatencyLayer().middleware, layer.middleware, layer.stripe_shape]
+    if state_file is not None:
+        state = StateLayer(state_file, localstripe_resources.store, layer)
+        state.load()
+        # Outside the idempotency layer: a save comes after the response was recorded.
+        layers.insert(1, state.middleware)
+    for position, middleware in enumerate(layers):
+        app.middlewares.insert(position, middleware)
     return app
 
 
@@ -326,9 +393,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Passage's Stripe emulator (localstripe).")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     parser.add_argument("--port", type=int, default=8420)
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        help="load the state from this file at start and save it there after every change "
+        "(default: in memory only)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    web.run_app(build_app(), host=args.host, port=args.port)
+    state_file = None if args.state_file is None else StateFile(args.state_file)
+    web.run_app(build_app(state_file), host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

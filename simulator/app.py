@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from passage.statefile import StateFile
 from simulator import routes, schemas
 from simulator.inventory import Clock, Refusal
 from simulator.service import Simulator, Sleep, SupplierTimeout, SupplierUnavailable
@@ -29,8 +30,9 @@ def create_app(
     seed: int = 0,
     sweep_interval_seconds: float = 1.0,
     sleep: Sleep = asyncio.sleep,
+    state_file: StateFile | None = None,
 ) -> FastAPI:
-    """Build a simulator with fresh state.
+    """Build a simulator with fresh state, or with the state kept in `state_file`.
 
     Args:
         clock: Current time (timezone-aware); defaults to the system clock.
@@ -38,8 +40,10 @@ def create_app(
         sweep_interval_seconds: How often the background task expires due holds, so stock comes
             back even when no request arrives (requests also expire holds before they act).
         sleep: How latency and timeout faults wait.
+        state_file: Loaded at start and saved after every change (`make up`); None keeps the
+            state in memory only (tests).
     """
-    simulator = Simulator(clock=clock, seed=seed, sleep=sleep)
+    simulator = Simulator(clock=clock, seed=seed, sleep=sleep, state_file=state_file)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -22,6 +22,7 @@ import dataclasses
 import random
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class Operation(StrEnum):
@@ -117,6 +118,22 @@ class FaultBook:
         self._remaining.clear()
         if reseed:
             self._rng = random.Random(self._seed)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The registered faults, what is left of their `times`, and the `rate` generator."""
+        return {
+            "faults": self._faults,
+            "remaining": self._remaining,
+            "next_id": self._next_id,
+            "rng": self._rng.getstate(),
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Continue from a `snapshot` taken by this class."""
+        self._faults = dict(snapshot["faults"])
+        self._remaining = dict(snapshot["remaining"])
+        self._next_id = snapshot["next_id"]
+        self._rng.setstate(snapshot["rng"])
 
     def active(self) -> list[Fault]:
         return list(self._faults.values())

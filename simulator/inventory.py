@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from simulator.catalog import CancellationPolicy, Kind, Offer
 
@@ -181,6 +182,36 @@ class Inventory:
         self._bookings.clear()
         self._hold_by_client_ref.clear()
         self._hold_by_confirm_ref.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything `restore` needs to continue where this inventory is (clock excluded).
+
+        Holds keep their absolute `expires_at`, so a hold restored after a restart expires when it
+        would have; the reference generator's state comes along so references stay unique.
+        """
+        return {
+            "catalogue": self._catalogue,
+            "prices": self._prices,
+            "free": self._free,
+            "ttl_override": self._ttl_override,
+            "holds": self._holds,
+            "bookings": self._bookings,
+            "hold_by_client_ref": self._hold_by_client_ref,
+            "hold_by_confirm_ref": self._hold_by_confirm_ref,
+            "refs": self._refs.getstate(),
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Continue from a `snapshot` (taken by this class, possibly in an earlier process)."""
+        self._catalogue = dict(snapshot["catalogue"])
+        self._prices = dict(snapshot["prices"])
+        self._free = dict(snapshot["free"])
+        self._ttl_override = snapshot["ttl_override"]
+        self._holds = dict(snapshot["holds"])
+        self._bookings = dict(snapshot["bookings"])
+        self._hold_by_client_ref = dict(snapshot["hold_by_client_ref"])
+        self._hold_by_confirm_ref = dict(snapshot["hold_by_confirm_ref"])
+        self._refs.setstate(snapshot["refs"])
 
     def set_price(self, offer_id: str, price_minor: int) -> OfferView:
         """Move an offer's price; existing holds keep the price they were made at."""

@@ -103,7 +103,7 @@ async def cancel(
 
 @control_router.post("/faults", status_code=201)
 async def add_fault(simulator: SimulatorDep, body: schemas.FaultBody) -> schemas.JSON:
-    fault = await simulator.read(lambda _: simulator.faults.add(body.to_fault()))
+    fault = await simulator.change(lambda _: simulator.faults.add(body.to_fault()))
     return {"fault_id": fault.fault_id}
 
 
@@ -115,7 +115,7 @@ async def list_faults(simulator: SimulatorDep) -> list[schemas.JSON]:
 
 @control_router.delete("/faults")
 async def clear_faults(simulator: SimulatorDep) -> schemas.JSON:
-    await simulator.read(lambda _: simulator.faults.clear())
+    await simulator.change(lambda _: simulator.faults.clear())
     return {"status": "cleared"}
 
 
@@ -134,11 +134,11 @@ async def ledger(simulator: SimulatorDep) -> schemas.JSON:
 async def set_price(
     simulator: SimulatorDep, offer_id: str, body: schemas.PriceBody
 ) -> schemas.JSON:
-    view = await simulator.read(lambda inventory: inventory.set_price(offer_id, body.amount))
+    view = await simulator.change(lambda inventory: inventory.set_price(offer_id, body.amount))
     return schemas.offer_json(view)
 
 
 @control_router.post("/config")
 async def configure(simulator: SimulatorDep, body: schemas.ConfigBody) -> schemas.JSON:
-    await simulator.read(lambda inventory: inventory.set_hold_ttl(body.hold_ttl_seconds))
+    await simulator.change(lambda inventory: inventory.set_hold_ttl(body.hold_ttl_seconds))
     return {"hold_ttl_seconds": body.hold_ttl_seconds}

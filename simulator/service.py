@@ -4,6 +4,10 @@ Routes call `perform` for supplier operations so every operation goes through th
 expire due holds, pick the fault for (supplier, operation), act on it, do the work under the lock,
 and, for a `timeout` fault, lose the answer after the work was done. Sleeps never hold the lock, so
 a slow or timed-out call does not stall the other clients.
+
+With a `StateFile` (`--state-file`, used by `make up`) the inventory and the faults are loaded at
+start and saved after every change, under the lock, before the answer leaves: a restarted
+simulator still has every hold (with its expiry time), booking and fault it had.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from passage.statefile import StateFile
 from simulator.catalog import default_offers
 from simulator.faults import Fault, FaultBook, Mode, Operation, Phase
 from simulator.inventory import Clock, Inventory, Refusal
@@ -43,30 +48,56 @@ class Simulator:
         clock: Current time; tests pass a fake one to expire holds without waiting.
         seed: Seeds references, confirmation codes and the fault `rate` draws.
         sleep: How latency and timeout faults wait; tests may pass a fake.
+        state_file: Where to load the state from and save it to; None keeps it in memory only.
     """
 
-    def __init__(self, clock: Clock | None = None, seed: int = 0, sleep: Sleep = asyncio.sleep):
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        seed: int = 0,
+        sleep: Sleep = asyncio.sleep,
+        state_file: StateFile | None = None,
+    ):
         self.clock = clock or system_clock
         self.inventory = Inventory(default_offers(), self.clock, random.Random(seed))
         self.faults = FaultBook(seed)
         self._sleep = sleep
         self._lock = asyncio.Lock()
+        self._state_file = state_file
+        snapshot = None if state_file is None else state_file.load()
+        if snapshot is not None:
+            self.inventory.restore(snapshot["inventory"])
+            self.faults.restore(snapshot["faults"])
 
     async def read(self, query: Callable[[Inventory], T]) -> T:
-        """Run a read or a control change under the lock, after expiring due holds."""
+        """Run a read under the lock, after expiring due holds."""
+        async with self._lock:
+            if self.inventory.expire_due():
+                self._save()
+            return query(self.inventory)
+
+    async def change(self, command: Callable[[Inventory], T]) -> T:
+        """Run a control change (faults, prices, TTLs) under the lock and keep its result."""
         async with self._lock:
             self.inventory.expire_due()
-            return query(self.inventory)
+            try:
+                return command(self.inventory)
+            finally:
+                self._save()
 
     async def reset(self) -> None:
         async with self._lock:
             self.inventory.reset()
             self.faults.clear(reseed=True)
+            self._save()
 
     async def sweep(self) -> int:
         """Expire due holds now (the lifespan task calls this so stock frees without traffic)."""
         async with self._lock:
-            return len(self.inventory.expire_due())
+            expired = len(self.inventory.expire_due())
+            if expired:
+                self._save()
+            return expired
 
     async def perform(
         self,
@@ -90,18 +121,36 @@ class Simulator:
         async with self._lock:
             self.inventory.expire_due()
             fault = self.faults.take(supplier_of(self.inventory), operation)
+            if fault is not None:
+                self._save()  # a fault used up by this call stays used up
         if fault is None:
-            async with self._lock:
-                return work(self.inventory)
+            return await self._work(work)
         await self._before_work(fault, operation)
-        async with self._lock:
-            if fault.mode is not Mode.TIMEOUT:
-                return work(self.inventory)
-            # The work happens; only its answer (success or refusal alike) is lost.
-            with contextlib.suppress(Refusal):
-                work(self.inventory)
+        if fault.mode is not Mode.TIMEOUT:
+            return await self._work(work)
+        # The work happens; only its answer (success or refusal alike) is lost.
+        with contextlib.suppress(Refusal):
+            await self._work(work)
         await self._sleep(fault.delay_seconds)
         raise SupplierTimeout(f"injected {fault.fault_id}: {operation.value} answer lost")
+
+    async def _work(self, work: Callable[[Inventory], T]) -> T:
+        """One transition under the lock, saved before its answer leaves.
+
+        Saved after a refusal too: the transition may have expired holds before refusing.
+        """
+        async with self._lock:
+            try:
+                return work(self.inventory)
+            finally:
+                self._save()
+
+    def _save(self) -> None:
+        """Keep the state in the state file, if there is one (called under the lock)."""
+        if self._state_file is not None:
+            self._state_file.save(
+                {"inventory": self.inventory.snapshot(), "faults": self.faults.snapshot()}
+            )
 
     async def _before_work(self, fault: Fault, operation: Operation) -> None:
         if fault.mode is Mode.LATENCY:

@@ -2,8 +2,10 @@
 
 Every port is moved by its variable and the state goes to a temporary `PASSAGE_STATE_DIR`, so the
 tests run next to a developer's own `make up`. They check what the README promises: the engine
-becomes ready, books over HTTP, keeps its bookings across a restart, and a stop leaves no process
-behind, not even when one of the children dies on its own.
+becomes ready, books over HTTP, keeps its bookings (at Passage, the simulator and the Stripe
+emulator) across a restart, even one in the middle of a booking, restarts a worker or API that
+dies and gives up on one that keeps crashing, and a stop leaves no process behind, not even when
+one of the children dies on its own.
 """
 
 from __future__ import annotations
@@ -175,8 +177,12 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         launched.kill_everything()
 
 
-def book_a_flight(stack: Stack) -> tuple[str, str]:
-    """A one-flight booking over HTTP, as the checkout frontend makes it; (booking_id, token)."""
+def book_a_flight(stack: Stack, price_moves_by: int = 0) -> tuple[str, str]:
+    """A one-flight booking over HTTP, as the checkout frontend makes it; (booking_id, token).
+
+    With `price_moves_by`, the supplier's price moves after the customer saw it, so the booking
+    waits in AWAITING_PRICE_ACCEPTANCE for the customer's decision.
+    """
     card = httpx.post(
         f"{stack.url('PASSAGE_STRIPE_PORT')}/v1/payment_methods",
         headers={"Authorization": f"Bearer {STRIPE_TEST_API_KEY}"},
@@ -195,6 +201,13 @@ def book_a_flight(stack: Stack) -> tuple[str, str]:
     )
     offers.raise_for_status()
     flight = max(offers.json(), key=lambda offer: offer["capacity_left"])
+    if price_moves_by:
+        moved = httpx.post(
+            f"{stack.url('PASSAGE_SIMULATOR_PORT')}/_sim/offers/{flight['offer_id']}/price",
+            json={"amount": flight["price"]["amount"] + price_moves_by},
+            timeout=10,
+        )
+        moved.raise_for_status()
     body = {
         "customer": {"email": "ada@example.com", "name": "Ada Lovelace"},
         "travellers": [
@@ -246,6 +259,73 @@ def wait_settled(stack: Stack, booking_id: str, token: str) -> dict[str, Any]:
     return view
 
 
+def supplier_bookings(stack: Stack, booking_id: str) -> list[dict[str, Any]]:
+    """The simulator's live bookings made for `booking_id` (client references start with it)."""
+    ledger = httpx.get(f"{stack.url('PASSAGE_SIMULATOR_PORT')}/_sim/ledger", timeout=10)
+    ledger.raise_for_status()
+    return [
+        row
+        for row in ledger.json()["bookings"]
+        if row["hold_client_ref"].startswith(f"{booking_id}:") and row["status"] == "confirmed"
+    ]
+
+
+def payment_intents(stack: Stack, booking_id: str) -> list[dict[str, Any]]:
+    """The Stripe emulator's PaymentIntents for `booking_id` (by metadata)."""
+    response = httpx.get(
+        f"{stack.url('PASSAGE_STRIPE_PORT')}/v1/payment_intents",
+        params={"limit": "100"},
+        headers={"Authorization": f"Bearer {STRIPE_TEST_API_KEY}"},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return [pi for pi in response.json()["data"] if pi["metadata"].get("booking_id") == booking_id]
+
+
+def slow_down_the_next_capture(stack: Stack, latency_ms: int) -> None:
+    response = httpx.post(
+        f"{stack.url('PASSAGE_STRIPE_PORT')}/_harness/latency",
+        json={
+            "method": "POST",
+            "path": "/v1/payment_intents/{id}/capture",
+            "latency_ms": latency_ms,
+            "times": 1,
+        },
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+
+
+def wait_until_a_capture_is_delayed(stack: Stack) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rules = httpx.get(f"{stack.url('PASSAGE_STRIPE_PORT')}/_harness/latency", timeout=10)
+        if any(rule["delayed"] for rule in rules.json()["rules"]):
+            return
+        time.sleep(0.1)
+    pytest.fail(f"no capture reached the emulator:\n{stack.log()}")
+
+
+def wait_for_a_new_pid(stack: Stack, name: str, old: int) -> int:
+    """The pid of `name` once the launcher has started it again after `old` died."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            pid = stack.children()[name]
+            if pid != old:
+                return pid
+        time.sleep(0.05)
+    pytest.fail(f"{name} was not restarted:\n{stack.log()}")
+
+
+def assert_live_everywhere(stack: Stack, booking_id: str, view: dict[str, Any]) -> None:
+    """Confirmed at the simulator with the codes Passage shows; one PaymentIntent, captured."""
+    codes = {row["confirmation_code"] for row in supplier_bookings(stack, booking_id)}
+    assert codes == {item["confirmation_code"] for item in view["items"]}, view
+    intents = payment_intents(stack, booking_id)
+    assert [pi["status"] for pi in intents] == ["succeeded"], intents
+
+
 def test_make_up_books_keeps_bookings_across_a_restart_and_stops_cleanly(stack: Stack) -> None:
     stack.start()
     stack.wait_ready()
@@ -265,14 +345,81 @@ def test_make_up_books_keeps_bookings_across_a_restart_and_stops_cleanly(stack: 
     assert_nothing_left(children)
     assert not (stack.state_dir / "pids").exists()
 
-    # The same state directory again: the booking, its token and its status are all still there.
+    # The same state directory again: the booking, its token and its status are all still there,
+    # and so are its booking at the supplier and its PaymentIntent.
     stack.start()
     stack.wait_ready()
     again = booking_view(stack, booking_id, token)
     assert again["status"] == "CONFIRMED", again
     assert again["items"] == view["items"]
+    assert_live_everywhere(stack, booking_id, view)
+
+    # Stopped in the middle of a booking (its capture held up at "Stripe"): after the next start
+    # it finishes, on the holds and the authorization made before the stop.
+    slow_down_the_next_capture(stack, latency_ms=2000)
+    second_id, second_token = book_a_flight(stack)
+    wait_until_a_capture_is_delayed(stack)
+    assert stack.stop() == 0, stack.log()
+    stack.start()
+    stack.wait_ready()
+    second = wait_settled(stack, second_id, second_token)
+    assert second["status"] == "CONFIRMED", second
+    assert_live_everywhere(stack, second_id, second)
+    assert_live_everywhere(stack, booking_id, view)
     children = stack.children()
     assert stack.stop() == 0, stack.log()
+    assert_nothing_left(children)
+
+
+def test_a_killed_worker_is_restarted_and_a_crash_looping_api_stops_everything(
+    stack: Stack,
+) -> None:
+    stack.start()
+    stack.wait_ready()
+    worker = stack.children()["worker"]
+
+    # A booking in flight, waiting for the customer's answer to a price change, when the worker
+    # is killed: the restarted worker carries it through to CONFIRMED.
+    booking_id, token = book_a_flight(stack, price_moves_by=1_000)
+    deadline = time.monotonic() + 30
+    while booking_view(stack, booking_id, token)["status"] != "AWAITING_PRICE_ACCEPTANCE":
+        assert time.monotonic() < deadline, booking_view(stack, booking_id, token)
+        time.sleep(0.1)
+    os.kill(worker, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while "worker     ready again" not in stack.log():
+        assert time.monotonic() < deadline, stack.log()
+        time.sleep(0.1)
+    assert "worker (pid" in stack.log() and "restarting it" in stack.log()
+    # Until Temporal gives up on the dead worker's sticky queue (seconds) the answer may be a 503,
+    # which the checkout page retries; the decision sent then may still land (the retry is then
+    # told the booking went on to CONFIRMED).
+    deadline = time.monotonic() + 30
+    while True:
+        accepted = httpx.post(
+            f"{stack.api}/bookings/{booking_id}/price-decision",
+            json={"accept": True},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        if accepted.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert accepted.status_code == 200 or "is CONFIRMED" in accepted.text, accepted.text
+    view = wait_settled(stack, booking_id, token)
+    assert view["status"] == "CONFIRMED", view
+    assert stack.children()["worker"] != worker
+    assert stack.process is not None and stack.process.poll() is None
+
+    # The API dying over and over is not something a restart fixes: everything stops, exit 1.
+    api = stack.children()["api"]
+    for crash in range(1, 4):
+        children = stack.children()
+        os.kill(api, signal.SIGKILL)
+        if crash < 3:
+            api = wait_for_a_new_pid(stack, "api", old=api)
+    assert stack.process.wait(timeout=STOP_TIMEOUT_SECONDS) == 1
+    assert "crashed 3 times within 30 s; stopping everything" in stack.log()
     assert_nothing_left(children)
 
 
