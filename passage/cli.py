@@ -188,6 +188,13 @@ async def run_check(args: argparse.Namespace, settings: Settings, out: TextIO = 
     except (httpx.HTTPError, RPCError, SQLAlchemyError, RuntimeError, OSError) as err:
         print(f"passage: cannot read the evidence: {err}", file=sys.stderr)
         return 1
+    except KeyError as err:  # an encrypted payload and no codec key to read it
+        print(
+            f"passage: cannot decode the workflows' payloads ({err}): set PASSAGE_CODEC_KEY "
+            "(make up keeps it in .passage/codec_key)",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         engine.dispose()
     violations = check(evidence.bookings, evidence.inventory)
