@@ -131,6 +131,8 @@ class IdempotencyLayer:
             response, web.Response
         ):
             return response
+        if response.status == 402 and response.body is not None:
+            return _name_the_declined_intent(response)
         if response.status != 200 or response.body is None:
             return response
         payload = json.loads(_body_bytes(response))
@@ -372,6 +374,27 @@ def build_app(state_file: StateFile | None = None) -> web.Application:
     for position, middleware in enumerate(layers):
         app.middlewares.insert(position, middleware)
     return app
+
+
+def _name_the_declined_intent(response: web.Response) -> web.Response:
+    """A decline names its PaymentIntent (`error.payment_intent`), as Stripe's does.
+
+    localstripe names only the charge; without the intent a caller that lost the authorize
+    answer could not find, and cancel, the intent the decline left in `requires_payment_method`.
+    """
+    from localstripe import resources as localstripe_resources
+
+    payload = json.loads(_body_bytes(response))
+    error = payload.get("error")
+    if not isinstance(error, dict) or "payment_intent" in error or not error.get("charge"):
+        return response
+    try:
+        charge = localstripe_resources.Charge._api_retrieve(error["charge"])
+    except Exception:  # an unknown charge: leave the answer as localstripe gave it
+        return response
+    if charge.payment_intent:
+        error["payment_intent"] = {"id": charge.payment_intent, "object": "payment_intent"}
+    return web.json_response(payload, status=response.status)
 
 
 def _accept_automatic_payment_methods(payment_intent: Any) -> None:

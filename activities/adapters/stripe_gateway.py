@@ -183,8 +183,11 @@ class StripePaymentGateway:
         if payment_intent_id is None:
             try:
                 payment_intent_id = (await self._create_authorization(request.authorization)).id
-            except stripe.CardError:
-                return None
+            except stripe.CardError as error:
+                # A decline still leaves its intent behind (requires_payment_method): cancel it too.
+                payment_intent_id = _declined_intent_id(error)
+                if payment_intent_id is None:
+                    return None
         try:
             return await self._retrieve(payment_intent_id)
         except stripe.InvalidRequestError as error:
@@ -269,6 +272,18 @@ def _refusal(intent: stripe.PaymentIntent) -> BusinessError:
     return BusinessError(
         ErrorType.PAYMENT_FAILED, f"payment intent {intent.id} is {intent.status} after confirm"
     )
+
+
+def _declined_intent_id(error: stripe.CardError) -> str | None:
+    """The id of the PaymentIntent a card error is about, when Stripe names it."""
+    details = error.error
+    intent = getattr(details, "payment_intent", None) if details is not None else None
+    if intent is None and isinstance(error.json_body, dict):
+        intent = error.json_body.get("error", {}).get("payment_intent")
+    if isinstance(intent, str):
+        return intent
+    intent_id = intent.get("id") if isinstance(intent, dict) else getattr(intent, "id", None)
+    return intent_id if isinstance(intent_id, str) else None
 
 
 def _amount_refunded(intent: stripe.PaymentIntent) -> int:
