@@ -668,7 +668,7 @@ def report(campaign: Campaign, answer: Json, drain: float, elapsed: float) -> li
         "none"
         if campaign.args.no_faults
         else ", ".join(
-            f"{mode} {rate:.0%}" + (f" ({ms} ms)" if ms else "") for mode, rate, ms in FAULTS
+            f"{mode} {rate:.1%}" + (f" ({ms} ms)" if ms else "") for mode, rate, ms in FAULTS
         )
         + f" on each of {', '.join(OPERATIONS)}"
     )
