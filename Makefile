@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install lint test up demo smoke clean
+.PHONY: install lint test up demo chaos smoke clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ up: install
 
 demo: install
 	$(PY) -m passage.demo
+
+chaos: install
+	$(PY) -m bench.chaos
 
 smoke:
 	python3 ../shared/contract-smoke

@@ -1,0 +1,849 @@
+"""`make chaos`: the chaos campaign against a throwaway engine, judged by the invariant checker.
+
+Starts its own engine (the `make up` launcher, `passage.devstack`, on free ports with a temporary
+state directory, `PASSAGE_ENV=development`), then:
+
+- submits N bookings over the HTTP API at concurrency C: random itineraries of 1-4 items across
+  every kind, some optional, some paid with the declined card or the 3-D Secure card (which the
+  customer passes at the emulator, after which the signed webhook is delivered, now and then twice);
+- injects simulator faults on every operation (error, timeout, latency, refuse, each with a rate);
+- sends a customer cancel at a random moment to about a third of the bookings (a 409 "confirmation
+  in progress" is sent again once the booking is CONFIRMED, as the 409 asks);
+- SIGKILLs the worker K times (the launcher restarts it) and restarts the whole engine once
+  (SIGTERM to the launcher, then a start on the same state directory: the Temporal dev server on
+  its kept database file, the API, the simulator and the Stripe emulator on their state files);
+- drains: clears the faults, retries NEEDS_ATTENTION bookings through the staff API (then resolves
+  the ones a retry does not move, as staff would), waits for every booking to settle;
+- runs the invariant checker (`passage check --json`, with the launcher's codec key) and prints a
+  table. Exit status 1 on any violation (or a booking that could not be driven), 0 otherwise.
+
+    python -m bench.chaos [--bookings N] [--concurrency C] [--kills K] [--no-temporal-restart]
+
+Environment: CHAOS_BOOKINGS, CHAOS_CONCURRENCY, CHAOS_KILLS, CHAOS_SEED, CHAOS_CANCEL_SHARE,
+CHAOS_DECLINED_SHARE (share of bookings paid with the declined card), CHAOS_TEMPORAL_RESTART
+(0 to skip the restart), CHAOS_KEEP (keep the state directory and print where it is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+Json = dict[str, Any]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STRIPE_KEY = "sk_test_passage"
+#: The development webhook secret (passage.settings.DEV_SECRETS), which the launcher's children use.
+WEBHOOK_SECRET = "whsec_passage_dev"
+CARD_OK = "4242424242424242"
+CARD_DECLINED = "4000000000000341"
+CARD_3DS = "4000002500003155"
+KINDS = ("flight", "hotel", "cruise", "ferry", "activity")
+SETTLED = {"CONFIRMED", "FAILED", "CANCELLED", "NEEDS_ATTENTION"}
+IN_CONFIRMATION = {"CONFIRMING", "CAPTURING"}
+READY_TIMEOUT = 120.0
+STOP_TIMEOUT = 90.0
+#: How long the API may be unreachable (the engine restart) before a call gives up.
+UNREACHABLE_FOR = 150.0
+#: How long one booking may take to settle while the chaos goes on.
+SETTLE_SECONDS = 150.0
+#: Worker kills this far apart at least: the launcher gives up after 3 crashes within 30 s.
+KILL_SPACING = 16.0
+#: Faults on every operation: (mode, rate, latency_ms). Timeouts stay below the hold TTL.
+FAULTS: list[tuple[str, float, int | None]] = [
+    ("error", 0.06, None),
+    ("timeout", 0.03, 2500),
+    ("refuse", 0.015, None),
+    ("latency", 0.15, 300),
+]
+OPERATIONS = ("quote", "hold", "confirm", "cancel", "release")
+
+
+def log(message: str) -> None:
+    print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- the engine ----------------------------------------------------------------------------------
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class Engine:
+    """The `make up` launcher on free ports and a temporary state directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.state_dir = root / "state"
+        self.output = root / "launcher.log"
+        ports = _free_ports(5)
+        self.env = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith("PASSAGE_") and name != "DATABASE_URL"
+        }
+        self.env.update(
+            {
+                "PASSAGE_ENV": "development",
+                "PASSAGE_STATE_DIR": str(self.state_dir),
+                "PASSAGE_API_PORT": str(ports[0]),
+                "PASSAGE_TEMPORAL_PORT": str(ports[1]),
+                "PASSAGE_TEMPORAL_UI_PORT": str(ports[2]),
+                "PASSAGE_SIMULATOR_PORT": str(ports[3]),
+                "PASSAGE_STRIPE_PORT": str(ports[4]),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def url(self, variable: str) -> str:
+        return f"http://127.0.0.1:{self.env[variable]}"
+
+    @property
+    def api(self) -> str:
+        return self.url("PASSAGE_API_PORT")
+
+    @property
+    def simulator(self) -> str:
+        return self.url("PASSAGE_SIMULATOR_PORT")
+
+    @property
+    def stripe(self) -> str:
+        return self.url("PASSAGE_STRIPE_PORT")
+
+    def kept(self, name: str) -> str:
+        return (self.state_dir / name).read_text().strip()
+
+    def start(self) -> float:
+        """Start the launcher and wait until it is ready; returns the seconds it took."""
+        started = time.monotonic()
+        offset = self.output.stat().st_size if self.output.exists() else 0
+        with self.output.open("ab") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "passage.devstack"],
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = started + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"the launcher exited with {self.process.returncode}:\n{self.tail()}"
+                )
+            if "\nready\n" in self.log()[offset:]:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{self.api}/readyz", timeout=2).status_code == 200:
+                        return time.monotonic() - started
+            time.sleep(0.25)
+        raise RuntimeError(f"the engine was not ready after {READY_TIMEOUT:.0f} s:\n{self.tail()}")
+
+    def stop(self) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.kill_everything()
+            return None
+
+    def children(self) -> dict[str, int]:
+        recorded = json.loads((self.state_dir / "pids").read_text())
+        return {name: int(entry["pid"]) for name, entry in recorded["services"].items()}
+
+    def kill_everything(self) -> None:
+        """Clean-up after a failure: the launcher and the children it recorded."""
+        pids: list[int] = []
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            pids = list(self.children().values())
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.output.read_text(errors="replace") if self.output.exists() else ""
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+
+# --- one booking ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    index: int
+    offers: tuple[str, ...]
+    optional: tuple[bool, ...]
+    card: str
+    cancel_after: float | None
+    duplicate_webhook: bool
+
+
+@dataclass
+class Run:
+    plan: Plan
+    booking: Json | None = None
+    cancels: list[tuple[str, int, str]] = field(default_factory=list)
+    final: Json | None = None
+    problem: str | None = None
+
+    @property
+    def booking_id(self) -> str:
+        return self.booking["booking_id"] if self.booking else f"#{self.plan.index}"
+
+    @property
+    def token(self) -> str:
+        assert self.booking is not None
+        return str(self.booking["access_token"])
+
+    @property
+    def accepted_cancel(self) -> bool:
+        return any(200 <= status < 300 for _, status, _ in self.cancels)
+
+
+def _signed(event: Json, secret: str) -> tuple[bytes, str]:
+    body = json.dumps(event, sort_keys=True).encode()
+    stamp = int(time.time())
+    signature = hmac.new(secret.encode(), b"%d.%s" % (stamp, body), hashlib.sha256).hexdigest()
+    return body, f"t={stamp},v1={signature}"
+
+
+class Campaign:
+    def __init__(self, engine: Engine, args: argparse.Namespace) -> None:
+        self.engine = engine
+        self.args = args
+        self.rng = random.Random(args.seed)
+        self.runs: list[Run] = []
+        self.http_statuses: Counter[int] = Counter()
+        self.server_errors: list[str] = []
+        self.faults: Counter[str] = Counter()
+        self.kills = 0
+        self.restarts: list[str] = []
+        self.staff: Counter[str] = Counter()
+        self.submitted = 0
+        self.done = 0
+        self.cards: dict[str, str] = {}
+        self.offers: dict[str, list[Json]] = {}
+
+    # HTTP with the patience an engine restart needs
+    async def call(
+        self, client: httpx.AsyncClient, method: str, url: str, **kwargs: Any
+    ) -> httpx.Response:
+        deadline = time.monotonic() + UNREACHABLE_FOR
+        while True:
+            try:
+                response = await client.request(method, url, **kwargs)
+            except httpx.HTTPError as err:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{method} {url}: unreachable: {err}") from err
+                await asyncio.sleep(0.5)
+                continue
+            self.http_statuses[response.status_code] += 1
+            if response.status_code in (502, 503) and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)  # not ready yet (the engine restarts)
+                continue
+            if response.status_code >= 500:
+                self.server_errors.append(
+                    f"{method} {url} -> {response.status_code}: {response.text[:200]}"
+                )
+            return response
+
+    async def view(self, api: httpx.AsyncClient, run: Run) -> Json | None:
+        response = await self.call(
+            api,
+            "GET",
+            f"/bookings/{run.booking_id}",
+            headers={"Authorization": f"Bearer {run.token}"},
+        )
+        return response.json() if response.status_code == 200 else None
+
+    async def poll(self, api: httpx.AsyncClient, run: Run, done: Any, within: float) -> Json | None:
+        deadline = time.monotonic() + within
+        view = await self.view(api, run)
+        while (view is None or not done(view)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.3)
+            view = await self.view(api, run) or view
+        return view
+
+    # set-up
+    async def prepare(self, sim: httpx.AsyncClient, stripe: httpx.AsyncClient) -> None:
+        for card in (CARD_OK, CARD_DECLINED, CARD_3DS):
+            response = await self.call(
+                stripe,
+                "POST",
+                "/v1/payment_methods",
+                data={
+                    "type": "card",
+                    "card[number]": card,
+                    "card[exp_month]": "12",
+                    "card[exp_year]": "2034",
+                    "card[cvc]": "123",
+                },
+            )
+            response.raise_for_status()
+            self.cards[card] = response.json()["id"]
+        for kind in KINDS:
+            response = await self.call(sim, "GET", "/offers", params={"kind": kind})
+            response.raise_for_status()
+            self.offers[kind] = response.json()
+        await self.inject_faults(sim)
+
+    async def inject_faults(self, sim: httpx.AsyncClient) -> None:
+        if self.args.no_faults:
+            return
+        for operation in OPERATIONS:
+            for mode, rate, latency_ms in FAULTS:
+                body: Json = {"supplier": "*", "operation": operation, "mode": mode, "rate": rate}
+                if latency_ms is not None:
+                    body["latency_ms"] = latency_ms
+                response = await self.call(sim, "POST", "/_sim/faults", json=body)
+                response.raise_for_status()
+
+    def plans(self) -> list[Plan]:
+        drawn = []
+        for index in range(self.args.bookings):
+            size = self.rng.choice((1, 1, 2, 2, 3, 4))
+            kinds = self.rng.sample(KINDS, size)
+            offers = tuple(
+                self.rng.choices(
+                    self.offers[kind], [max(1, o["capacity_left"]) for o in self.offers[kind]]
+                )[0]["offer_id"]
+                for kind in kinds
+            )
+            declined = self.args.declined_share
+            card = self.rng.choices(
+                (CARD_OK, CARD_DECLINED, CARD_3DS), (0.82 - declined, declined, 0.18)
+            )[0]
+            drawn.append(
+                Plan(
+                    index=index,
+                    offers=offers,
+                    optional=tuple(i > 0 and self.rng.random() < 0.25 for i in range(size)),
+                    card=card,
+                    cancel_after=(
+                        self.rng.uniform(0.0, 4.0)
+                        if self.rng.random() < self.args.cancel_share
+                        else None
+                    ),
+                    duplicate_webhook=self.rng.random() < 0.5,
+                )
+            )
+        return drawn
+
+    def body(self, plan: Plan) -> Json:
+        prices = {o["offer_id"]: o["price"] for kind in KINDS for o in self.offers[kind]}
+        return {
+            "customer": {"email": f"chaos-{plan.index}@example.com", "name": "Chaos Customer"},
+            "travellers": [
+                {
+                    "first_name": "Chaos",
+                    "last_name": f"Traveller{plan.index}",
+                    "birth_date": "1990-12-10",
+                    "document_number": f"X{plan.index:07d}",
+                }
+            ],
+            "items": [
+                {
+                    "offer_id": offer_id,
+                    "quantity": 1,
+                    "expected_price": prices[offer_id],
+                    "optional": optional,
+                }
+                for offer_id, optional in zip(plan.offers, plan.optional, strict=True)
+            ],
+            "payment": {"payment_method": self.cards[plan.card]},
+        }
+
+    # the customers
+    async def drive(
+        self, gate: asyncio.Semaphore, api: httpx.AsyncClient, stripe: httpx.AsyncClient, run: Run
+    ) -> None:
+        async with gate:
+            try:
+                await self._drive(api, stripe, run)
+            except Exception as err:  # noqa: BLE001 - reported as a problem of the run
+                run.problem = f"{type(err).__name__}: {err}"
+            finally:
+                self.done += 1
+
+    async def _drive(self, api: httpx.AsyncClient, stripe: httpx.AsyncClient, run: Run) -> None:
+        plan = run.plan
+        self.submitted += 1
+        key = f"chaos-{uuid.uuid4()}"
+        created = await self.call(
+            api, "POST", "/bookings", json=self.body(plan), headers={"Idempotency-Key": key}
+        )
+        if created.status_code not in (200, 202):
+            run.problem = f"create answered {created.status_code}: {created.text[:200]}"
+            return
+        run.booking = created.json()
+        tasks = []
+        if plan.cancel_after is not None:
+            tasks.append(self.cancel(api, run, plan.cancel_after))
+        if plan.card == CARD_3DS:
+            tasks.append(self.authenticate(api, stripe, run))
+        await asyncio.gather(*tasks)
+
+        def settled(view: Json) -> bool:
+            return view["status"] in SETTLED and not (
+                view["status"] == "CONFIRMED" and run.accepted_cancel
+            )
+
+        run.final = await self.poll(api, run, settled, SETTLE_SECONDS)
+
+    async def cancel(self, api: httpx.AsyncClient, run: Run, delay: float) -> None:
+        await asyncio.sleep(delay)
+        path, headers = (
+            f"/bookings/{run.booking_id}/cancel",
+            {"Authorization": f"Bearer {run.token}"},
+        )
+        response = await self.call(api, "POST", path, headers=headers)
+        message = _message(response)
+        run.cancels.append(("cancel", response.status_code, message))
+        if response.status_code != 409 or "confirmation in progress" not in message:
+            return
+        view = await self.poll(
+            api, run, lambda v: v["status"] not in IN_CONFIRMATION, SETTLE_SECONDS
+        )
+        if view is not None and view["status"] == "CONFIRMED":
+            again = await self.call(api, "POST", path, headers=headers)
+            run.cancels.append(("cancel again", again.status_code, _message(again)))
+
+    async def authenticate(
+        self, api: httpx.AsyncClient, stripe: httpx.AsyncClient, run: Run
+    ) -> None:
+        view = await self.poll(
+            api,
+            run,
+            lambda v: v["status"] == "AWAITING_PAYMENT_ACTION" or v["status"] in SETTLED,
+            SETTLE_SECONDS,
+        )
+        if view is None or view["status"] != "AWAITING_PAYMENT_ACTION":
+            return
+        await asyncio.sleep(self.rng.uniform(0.0, 1.0))
+        payment = view["payment"]
+        intent_id = payment["payment_intent_id"]
+        response = await self.call(
+            stripe,
+            "POST",
+            f"/v1/payment_intents/{intent_id}/_authenticate",
+            data={"client_secret": payment["client_secret"], "success": "true"},
+        )
+        if response.status_code >= 400:  # cancelled meanwhile: the intent is gone
+            return
+        event = {
+            "id": f"evt_{uuid.uuid4().hex}",
+            "object": "event",
+            "type": "payment_intent.amount_capturable_updated",
+            "created": int(time.time()),
+            "api_version": "2017-08-15",
+            "data": {
+                "object": {
+                    "id": intent_id,
+                    "object": "payment_intent",
+                    "metadata": {"booking_id": run.booking_id},
+                }
+            },
+        }
+        for _ in range(2 if run.plan.duplicate_webhook else 1):
+            body, signature = _signed(event, WEBHOOK_SECRET)
+            await self.call(
+                api,
+                "POST",
+                "/webhooks/stripe",
+                content=body,
+                headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+            )
+
+    # the chaos
+    async def chaos(self, sim: httpx.AsyncClient) -> None:
+        """K worker kills and one engine restart, spread over the submissions."""
+        n, kills = self.args.bookings, self.args.kills
+        events: list[tuple[float, str]] = [((i + 1) / (kills + 2), "kill") for i in range(kills)]
+        if self.args.temporal_restart:
+            events.append((0.5, "restart"))
+        events.sort()
+        last_kill = -KILL_SPACING
+        for share, what in events:
+            deadline = time.monotonic() + 4 * SETTLE_SECONDS
+            while time.monotonic() < deadline:
+                if self.submitted >= share * n or self.done >= n:
+                    break
+                await asyncio.sleep(0.2)
+            if what == "kill":
+                wait = last_kill + KILL_SPACING - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await asyncio.to_thread(self.kill_worker)
+                last_kill = time.monotonic()
+            else:
+                await self.restart_engine(sim)
+                last_kill = time.monotonic()
+
+    def kill_worker(self) -> None:
+        before = self.engine.children()["worker"]
+        os.kill(before, signal.SIGKILL)
+        self.kills += 1
+        log(f"SIGKILL worker pid {before} (kill {self.kills} of {self.args.kills})")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                if self.engine.children()["worker"] != before:
+                    break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("the launcher did not restart the worker")
+        log(f"worker restarted by the launcher (pid {self.engine.children()['worker']})")
+
+    async def restart_engine(self, sim: httpx.AsyncClient) -> None:
+        log(
+            "restarting the engine: the Temporal dev server (kept database file), the API, "
+            "the simulator and the Stripe emulator"
+        )
+        started = time.monotonic()
+        code = await asyncio.to_thread(self.engine.stop)
+        took = await asyncio.to_thread(self.engine.start)
+        response = await self.call(sim, "GET", "/_sim/faults")
+        if response.status_code == 200 and not response.json():
+            await self.inject_faults(sim)  # the simulator's state file did not keep them
+        self.restarts.append(
+            f"engine restart (launcher exit {code}, ready again in {took:.1f} s, "
+            f"down {time.monotonic() - started:.1f} s)"
+        )
+        log(f"engine back after {time.monotonic() - started:.1f} s")
+
+    async def progress(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            log(
+                f"{self.submitted}/{self.args.bookings} submitted, {self.done} settled, "
+                f"{self.kills} kills, {len(self.restarts)} engine restarts"
+            )
+
+    # the drain
+    async def drain(
+        self, api: httpx.AsyncClient, sim: httpx.AsyncClient, staff: httpx.AsyncClient
+    ) -> float:
+        started = time.monotonic()
+        await self.call(sim, "DELETE", "/_sim/faults")
+        booked = [run for run in self.runs if run.booking is not None]
+        retried: Counter[str] = Counter()
+        deadline = started + self.args.drain_timeout
+        while time.monotonic() < deadline:
+            pending = 0
+            for run in booked:
+                view = await self.view(api, run)
+                if view is None:
+                    pending += 1
+                    continue
+                run.final = view
+                status = view["status"]
+                if status == "NEEDS_ATTENTION":
+                    pending += 1
+                    path = f"/admin/bookings/{run.booking_id}"
+                    if retried[run.booking_id] < 2:
+                        retried[run.booking_id] += 1
+                        response = await self.call(
+                            staff, "POST", f"{path}/retry", json={"note": "chaos drain"}
+                        )
+                        self.staff[f"retry {response.status_code}"] += 1
+                    else:
+                        response = await self.call(
+                            staff,
+                            "POST",
+                            f"{path}/resolve",
+                            json={"note": "chaos drain: handled by hand"},
+                        )
+                        self.staff[f"resolve {response.status_code}"] += 1
+                        retried[run.booking_id] = 0
+                elif status not in SETTLED or (status == "CONFIRMED" and run.accepted_cancel):
+                    pending += 1
+            if not pending:
+                break
+            await asyncio.sleep(2)
+        # Optional items are undone in the background: give the last releases a moment.
+        for _ in range(30):
+            ledger = (await self.call(sim, "GET", "/_sim/ledger")).json()
+            settled_ids = {
+                run.booking_id
+                for run in booked
+                if run.final and run.final["status"] in ("FAILED", "CANCELLED")
+            }
+            if not any(
+                str(h.get("client_ref", "")).split(":")[0] in settled_ids
+                and h["status"] == "active"
+                for h in ledger["holds"]
+            ):
+                break
+            await asyncio.sleep(0.5)
+        return time.monotonic() - started
+
+    def check(self) -> Json:
+        env = {
+            **self.engine.env,
+            "DATABASE_URL": f"sqlite:///{self.engine.state_dir / 'ledger.sqlite3'}",
+            "PASSAGE_TEMPORAL_ADDRESS": f"127.0.0.1:{self.engine.env['PASSAGE_TEMPORAL_PORT']}",
+            "PASSAGE_SUPPLIER_URL": self.engine.simulator,
+            "PASSAGE_STRIPE_API_BASE": self.engine.stripe,
+            "PASSAGE_CODEC_KEY": self.engine.kept("codec_key"),
+            "PASSAGE_API_SECRET": self.engine.kept("api_secret"),
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", "from passage.cli import main; main()", "check", "--json"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        try:
+            answer: Json = json.loads(result.stdout)
+        except ValueError:
+            raise RuntimeError(
+                f"passage check failed ({result.returncode}): {result.stderr[-2000:]}"
+            ) from None
+        return answer
+
+
+def _message(response: httpx.Response) -> str:
+    with contextlib.suppress(ValueError, AttributeError):
+        return str((response.json().get("error") or {}).get("message") or "")
+    return ""
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+def report(campaign: Campaign, answer: Json, drain: float, elapsed: float) -> list[tuple[str, str]]:
+    runs = campaign.runs
+    states = Counter(run.final["status"] if run.final else "unread" for run in runs)
+    sent = sum(1 for run in runs if run.cancels)
+    accepted = [run for run in runs if run.accepted_cancel]
+    honoured = sum(1 for run in accepted if run.final and run.final["status"] == "CANCELLED")
+    refused = Counter(
+        message.split(":")[0] for run in runs for _, status, message in run.cancels if status == 409
+    )
+    cards = Counter(
+        {CARD_OK: "ok", CARD_DECLINED: "declined", CARD_3DS: "3-D Secure"}[run.plan.card]
+        for run in runs
+    )
+    sizes = Counter(len(run.plan.offers) for run in runs)
+    fault_kinds = (
+        "none"
+        if campaign.args.no_faults
+        else ", ".join(
+            f"{mode} {rate:.1%}" + (f" ({ms} ms)" if ms else "") for mode, rate, ms in FAULTS
+        )
+        + f" on each of {', '.join(OPERATIONS)}"
+    )
+    rows = [
+        (
+            "bookings",
+            f"{len(runs)} (concurrency {campaign.args.concurrency}, seed {campaign.args.seed})",
+        ),
+        ("itineraries", ", ".join(f"{k} item(s): {v}" for k, v in sorted(sizes.items()))),
+        ("cards", ", ".join(f"{k} {v}" for k, v in sorted(cards.items()))),
+        ("final state", ", ".join(f"{k} {v}" for k, v in sorted(states.items()))),
+        ("faults (rate per call)", fault_kinds),
+        ("saga step outcomes", _outcomes(runs)),
+        (
+            "worker SIGKILLs",
+            f"{campaign.kills} (restarted by the launcher: {_restart_notices(campaign.engine)})",
+        ),
+        ("engine restarts", "; ".join(campaign.restarts) or "none"),
+        ("cancels sent / accepted / honoured", f"{sent} / {len(accepted)} / {honoured}"),
+        ("cancels refused (409)", ", ".join(f"{k} {v}" for k, v in refused.items()) or "none"),
+        (
+            "staff actions in the drain",
+            ", ".join(f"{k}: {v}" for k, v in sorted(campaign.staff.items())) or "none",
+        ),
+        ("HTTP answers", ", ".join(f"{k}: {v}" for k, v in sorted(campaign.http_statuses.items()))),
+        ("API 5xx", str(len(campaign.server_errors))),
+        ("bookings not driven", str(sum(1 for run in runs if run.problem))),
+        ("checked by passage check", str(answer.get("checked"))),
+        ("violations", str(len(answer.get("violations", [])))),
+        ("drain time", f"{drain:.1f} s"),
+        ("total time", f"{elapsed:.1f} s"),
+    ]
+    return rows
+
+
+def _restart_notices(engine: Engine) -> int:
+    return engine.log().count("worker (pid") - engine.log().count("not restarted")
+
+
+def _outcomes(runs: list[Run]) -> str:
+    """How the sagas' steps ended, from the final timelines (retries show the faults they met)."""
+    counts = Counter(
+        entry["outcome"]
+        for run in runs
+        for entry in (run.final or {}).get("timeline", [])
+        if entry["outcome"] != "status"
+    )
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def print_table(rows: list[tuple[str, str]]) -> None:
+    width = max(len(name) for name, _ in rows)
+    print("\n" + "=" * 78)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print("=" * 78, flush=True)
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog="make chaos", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bookings", "-n", type=int, default=int(env("CHAOS_BOOKINGS", "300")))
+    parser.add_argument(
+        "--concurrency", "-c", type=int, default=int(env("CHAOS_CONCURRENCY", "20"))
+    )
+    parser.add_argument("--kills", "-k", type=int, default=int(env("CHAOS_KILLS", "5")))
+    parser.add_argument("--seed", type=int, default=int(env("CHAOS_SEED", "20261201")))
+    parser.add_argument(
+        "--cancel-share", type=float, default=float(env("CHAOS_CANCEL_SHARE", "0.33"))
+    )
+    parser.add_argument(
+        "--declined-share", type=float, default=float(env("CHAOS_DECLINED_SHARE", "0.07"))
+    )
+    parser.add_argument(
+        "--drain-timeout", type=float, default=float(env("CHAOS_DRAIN_TIMEOUT", "240"))
+    )
+    parser.add_argument(
+        "--no-temporal-restart",
+        dest="temporal_restart",
+        action="store_false",
+        default=env("CHAOS_TEMPORAL_RESTART", "1") != "0",
+    )
+    parser.add_argument("--no-faults", action="store_true")
+    parser.add_argument("--summary", type=Path, help="also write the table and violations as JSON")
+    parser.add_argument("--keep", action="store_true", default=bool(env("CHAOS_KEEP")))
+    return parser.parse_args(argv)
+
+
+async def campaign_main(campaign: Campaign) -> tuple[Json, float]:
+    engine = campaign.engine
+    timeout = httpx.Timeout(30.0)
+    staff_headers = {"Authorization": f"Bearer {engine.kept('staff_key')}"}
+    async with (
+        httpx.AsyncClient(base_url=engine.api, timeout=timeout) as api,
+        httpx.AsyncClient(base_url=engine.api, timeout=timeout, headers=staff_headers) as staff,
+        httpx.AsyncClient(base_url=engine.simulator, timeout=timeout) as sim,
+        httpx.AsyncClient(base_url=engine.stripe, timeout=timeout, auth=(STRIPE_KEY, "")) as stripe,
+    ):
+        await campaign.prepare(sim, stripe)
+        campaign.runs = [Run(plan) for plan in campaign.plans()]
+        gate = asyncio.Semaphore(campaign.args.concurrency)
+        progress = asyncio.create_task(campaign.progress())
+        chaos = asyncio.create_task(campaign.chaos(sim))
+        try:
+            await asyncio.gather(*(campaign.drive(gate, api, stripe, run) for run in campaign.runs))
+            await chaos  # the last kills, if the bookings were quicker
+        finally:
+            progress.cancel()
+            chaos.cancel()
+        log("every booking submitted and settled or timed out; draining")
+        drain = await campaign.drain(api, sim, staff)
+        log(f"drained in {drain:.1f} s; running the invariant checker")
+    return await asyncio.to_thread(campaign.check), drain
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    root = Path(tempfile.mkdtemp(prefix="passage-chaos-"))
+    engine = Engine(root)
+    started = time.monotonic()
+    log(
+        f"{args.bookings} bookings at concurrency {args.concurrency}, {args.kills} worker kills, "
+        f"engine restart {'on' if args.temporal_restart else 'off'}; state in {root}"
+    )
+    campaign = Campaign(engine, args)
+    try:
+        took = engine.start()
+        log(f"engine ready in {took:.1f} s at {engine.api}")
+        answer, drain = asyncio.run(campaign_main(campaign))
+    except Exception as err:
+        log(f"chaos run failed: {type(err).__name__}: {err}\n{engine.tail()}")
+        engine.kill_everything()
+        return 2
+    finally:
+        if engine.process is not None and engine.process.poll() is None:
+            engine.stop()
+    rows = report(campaign, answer, drain, time.monotonic() - started)
+    print_table(rows)
+    violations = answer.get("violations", [])
+    plans = {run.booking_id: run for run in campaign.runs}
+    for violation in violations:
+        run = plans.get(violation["booking_id"] or "")
+        seen = ""
+        if run is not None:
+            card = {CARD_OK: "ok", CARD_DECLINED: "declined", CARD_3DS: "3-D Secure"}[run.plan.card]
+            seen = f" [card {card}, items {run.plan.offers}, cancels {run.cancels}]"
+        print(
+            f"VIOLATION {violation['booking_id'] or '-'} {violation['rule']}: "
+            f"{violation['detail']}{seen}"
+        )
+    for run in campaign.runs:
+        if run.problem:
+            print(f"NOT DRIVEN {run.booking_id}: {run.problem}")
+    for line in campaign.server_errors[:20]:
+        print(f"5xx {line}")
+    if args.summary is not None:
+        summary = {
+            "table": dict(rows),
+            "violations": violations,
+            "kills": campaign.kills,
+            "engine_restarts": len(campaign.restarts),
+            "cancels_sent": sum(1 for run in campaign.runs if run.cancels),
+            "cancels_accepted": sum(1 for run in campaign.runs if run.accepted_cancel),
+            "not_driven": [run.problem for run in campaign.runs if run.problem],
+        }
+        args.summary.write_text(json.dumps(summary, indent=2))
+    if args.keep:
+        print(f"state kept in {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+    return 1 if violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
