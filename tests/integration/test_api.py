@@ -29,10 +29,11 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.adapters.sql_store import SqlBookingStore, make_engine
+from api.app import create_app
 from passage import cli
 from passage.bookings import MEMO_ACCESS_TOKEN_HASH, MEMO_REQUEST_HASH, MEMO_VIEW
 from passage.webhook_events import SqlProcessedWebhookEvents
-from tests.support.api import running_api
+from tests.support.api import client_on, running_api
 from tests.support.bookings import live_rows
 from tests.support.ledger_data import booking_lifecycle
 from tests.support.simulator import SimulatorControl
@@ -1363,3 +1364,77 @@ async def test_oversized_bodies_are_413_and_too_many_items_or_travellers_422(
         assert error["field"] == field and f"at most {limit}" in error["message"], error
     largest = {**valid, "items": valid["items"] * 10, "travellers": valid["travellers"] * 9}
     assert len(json.dumps(largest)) < 64 * 1024
+
+
+# --- rate limits ---------------------------------------------------------------------------------
+
+
+class MovableClock:
+    """Monotonic seconds that only move when the test says so: rate limits without sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def assert_rate_limited(response: httpx.Response, retry_after: str) -> None:
+    assert response.status_code == 429, response.text
+    assert response.headers["Retry-After"] == retry_after
+    assert response.json() == {
+        "error": {"code": "RATE_LIMITED", "message": "too many requests; retry later"}
+    }
+
+
+async def test_public_endpoints_are_rate_limited_per_client_and_per_booking(
+    engine_worker: Engine,
+    simulator: SimulatorControl,
+    staff_headers: dict[str, str],
+    card: str,
+) -> None:
+    settings = engine_worker.settings.model_copy(
+        update={
+            "rate_limit_client_per_second": 0.5,  # a token every 2 s
+            "rate_limit_client_burst": 6,
+            "rate_limit_booking_per_second": 1.0,
+            "rate_limit_booking_burst": 3,
+        }
+    )
+    clock = MovableClock()
+    app = create_app(settings, client=engine_worker.client, clock=clock)
+    async with (
+        app.router.lifespan_context(app),
+        client_on(app, "203.0.113.1") as first,
+        client_on(app, "203.0.113.2") as second,
+    ):
+        booking = await book(first, await checkout(simulator, card, HOTEL))  # client: 5 left
+        path = f"/bookings/{booking['booking_id']}"
+        auth = bearer(booking["access_token"])
+        for _ in range(3):  # the booking's burst; client: 2 left
+            assert (await first.get(path, headers=auth)).status_code == 200
+        # The booking's bucket is empty, for every endpoint and every client: 1 token a second.
+        assert_rate_limited(await first.get(path, headers=auth), "1")
+        assert_rate_limited(await first.post(f"{path}/cancel", headers=auth), "1")
+        decision = await first.post(f"{path}/price-decision", json={"accept": True}, headers=auth)
+        assert_rate_limited(decision, "1")
+        assert_rate_limited(await second.get(path, headers=auth), "1")
+        # Another booking is unaffected, until the client's own bucket is empty (2 s a token).
+        assert (await first.get("/bookings/bk_other", headers=auth)).status_code == 404
+        assert (await first.get("/bookings/bk_other", headers=auth)).status_code == 404
+        assert_rate_limited(await first.get("/bookings/bk_other", headers=auth), "2")
+        body = await checkout(simulator, card, HOTEL)
+        refused = await first.post("/bookings", json=body, headers={"Idempotency-Key": new_key()})
+        assert_rate_limited(refused, "2")
+        # Another client is unaffected; staff, webhooks and health are not limited here.
+        assert (await second.get("/bookings/bk_other", headers=auth)).status_code == 404
+        staff = await first.get(f"/admin/bookings/{booking['booking_id']}", headers=staff_headers)
+        assert staff.status_code == 200, staff.text
+        webhook = await first.post("/webhooks/stripe", content=b"{}")
+        assert webhook.status_code == 400, webhook.text
+        assert (await first.get("/healthz")).status_code == 200
+        # After the wait it said, the retry succeeds.
+        clock.now += 2
+        retried = await first.get(path, headers=auth)
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["booking_id"] == booking["booking_id"]

@@ -7,7 +7,7 @@ Fixtures:
 - `staff_headers`: `Authorization: Bearer <staff key>` for the staff endpoints.
 
 `running_api(settings, client)` starts another app the same way (e.g. on a task queue no worker
-polls), for tests that need one.
+polls), for tests that need one; `client_on(app, address=...)` is a client calling from an address.
 """
 
 from __future__ import annotations
@@ -30,13 +30,16 @@ from tests.support.stack import Engine
 async def running_api(settings: Settings, client: Client) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on a freshly created app whose lifespan runs for the block."""
     app = create_app(settings, client=client)
-    async with app.router.lifespan_context(app), _client_on(app) as http:
+    async with app.router.lifespan_context(app), client_on(app) as http:
         yield http
 
 
-def _client_on(app: FastAPI) -> httpx.AsyncClient:
+def client_on(app: FastAPI, address: str = "127.0.0.1") -> httpx.AsyncClient:
+    """An HTTP client on `app` whose requests come from `address` (what rate limits key on)."""
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://passage.test", timeout=60
+        transport=httpx.ASGITransport(app=app, client=(address, 50000)),
+        base_url="http://passage.test",
+        timeout=60,
     )
 
 
@@ -49,7 +52,7 @@ async def api_app(engine_worker: Engine) -> AsyncIterator[FastAPI]:
 
 @pytest_asyncio.fixture
 async def api_client(api_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with _client_on(api_app) as http:
+    async with client_on(api_app) as http:
         yield http
 
 
