@@ -1,7 +1,8 @@
 """Rate limits of the public checkout endpoints: in-process token buckets per client and booking.
 
-A request to `/bookings...` takes one token from its client's bucket (keyed by the client IP, as
-uvicorn reports it; behind a proxy run uvicorn with `--proxy-headers`) and, when the path names a
+A request to `/bookings...` takes one token from its client's bucket (keyed by the peer address
+uvicorn reports; `python -m api` does not trust `X-Forwarded-For`, so behind a proxy all clients
+share the proxy's bucket until uvicorn is told to trust it) and, when the path names a
 booking, one from that booking's bucket. When either is empty the answer is 429 in the one error
 shape with `Retry-After` (whole seconds until a token is back), and neither bucket is charged.
 Webhooks, staff and health endpoints are not limited here.

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import io
 import json
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -21,7 +20,6 @@ from typing import Any, cast
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
@@ -33,7 +31,7 @@ from api.app import create_app
 from passage import cli
 from passage.bookings import MEMO_ACCESS_TOKEN_HASH, MEMO_REQUEST_HASH, MEMO_VIEW
 from passage.webhook_events import SqlProcessedWebhookEvents
-from tests.support.api import client_on, running_api
+from tests.support.api import client_on, running_api, served_over_tcp
 from tests.support.bookings import live_rows
 from tests.support.ledger_data import booking_lifecycle
 from tests.support.simulator import SimulatorControl
@@ -1192,51 +1190,38 @@ async def test_the_cli_lists_shows_and_steers_bookings_over_http(
     booking = await book(api_client, await checkout(simulator, card, HOTEL, email=email))
     await wait_for(api_client, booking, "CONFIRMED")
     booking_id = booking["booking_id"]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     # A real HTTP server on the app (its lifespan already runs), as `python -m api` serves it.
-    server = uvicorn.Server(
-        uvicorn.Config(api_app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    )
-    serving = asyncio.create_task(server.serve())
+    async with served_over_tcp(api_app) as base_url:
+        await _steer_with_the_cli(base_url, booking_id, email)
 
-    async def started() -> bool:
-        return server.started
 
-    await eventually(started)
-
+async def _steer_with_the_cli(base_url: str, booking_id: str, email: str) -> None:
     def passage(*argv: str) -> tuple[int, str]:
         out = io.StringIO()
         headers = bearer(STAFF_KEY)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as http:
+        with httpx.Client(base_url=base_url, headers=headers) as http:
             status = cli.run(cli.build_parser().parse_args(argv), http, out)
         return status, out.getvalue()
 
-    try:
+    async def listed() -> str | None:
+        status, out = await asyncio.to_thread(passage, "bookings", "list", "--email", email)
+        return out if status == 0 and booking_id in out else None
 
-        async def listed() -> str | None:
-            status, out = await asyncio.to_thread(passage, "bookings", "list", "--email", email)
-            return out if status == 0 and booking_id in out else None
-
-        listing = await eventually(listed)
-        assert "CONFIRMED" in listing and email in listing
-        status, shown = await asyncio.to_thread(passage, "bookings", "show", booking_id)
-        assert status == 0 and f"booking-{booking_id}" in shown and "CONFIRMED" in shown
-        status, raw = await asyncio.to_thread(passage, "bookings", "show", booking_id, "--json")
-        assert status == 0 and json.loads(raw)["booking_id"] == booking_id
-        status, _ = await asyncio.to_thread(passage, "bookings", "retry", booking_id)
-        assert status == 1  # nothing is stuck: the API's 409 is reported
-        status, cancelled = await asyncio.to_thread(
-            passage, "bookings", "cancel", booking_id, "--note", "from the CLI"
-        )
-        assert status == 0 and "CANCELLED" in cancelled
-        assert "from the CLI" in cancelled and "[staff:" in cancelled
-        status, _ = await asyncio.to_thread(passage, "bookings", "show", "bk_nothing00000")
-        assert status == 1
-    finally:
-        server.should_exit = True
-        await serving
+    listing = await eventually(listed)
+    assert "CONFIRMED" in listing and email in listing
+    status, shown = await asyncio.to_thread(passage, "bookings", "show", booking_id)
+    assert status == 0 and f"booking-{booking_id}" in shown and "CONFIRMED" in shown
+    status, raw = await asyncio.to_thread(passage, "bookings", "show", booking_id, "--json")
+    assert status == 0 and json.loads(raw)["booking_id"] == booking_id
+    status, _ = await asyncio.to_thread(passage, "bookings", "retry", booking_id)
+    assert status == 1  # nothing is stuck: the API's 409 is reported
+    status, cancelled = await asyncio.to_thread(
+        passage, "bookings", "cancel", booking_id, "--note", "from the CLI"
+    )
+    assert status == 0 and "CANCELLED" in cancelled
+    assert "from the CLI" in cancelled and "[staff:" in cancelled
+    status, _ = await asyncio.to_thread(passage, "bookings", "show", "bk_nothing00000")
+    assert status == 1
 
 
 # --- codec, health, errors -----------------------------------------------------------------------
