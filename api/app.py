@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import cast
 
@@ -24,6 +25,7 @@ from activities.adapters.sql_store import SqlBookingStore, make_engine
 from api import errors
 from api.deps import ApiState, TemporalNotConnected
 from api.limits import BodySizeLimit
+from api.rate_limits import Clock, RateLimiter
 from api.routes import admin, bookings, codec, health, webhooks
 from passage.bookings import BookingKeys, BookingService
 from passage.settings import Settings
@@ -47,15 +49,23 @@ Every error has one shape: `{"error": {"code", "message", "fields"?}}`.
 """
 
 
-def create_app(settings: Settings | None = None, *, client: Client | None = None) -> FastAPI:
-    """The API. `settings` default to the environment; `client` is connected on start if None."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    client: Client | None = None,
+    clock: Clock = time.monotonic,
+) -> FastAPI:
+    """The API. `settings` default to the environment; `client` is connected on start if None.
+
+    `clock` (monotonic seconds) drives the rate limits; tests pass one they can move.
+    """
     settings = settings or Settings()
     app = FastAPI(
         title="Passage",
         version="1.0.0",
         summary="Booking orchestration: checkout, staff and webhook API",
         description=DESCRIPTION,
-        lifespan=_lifespan(settings, client),
+        lifespan=_lifespan(settings, client, clock),
     )
     errors.install(app)
     app.add_middleware(BodySizeLimit)
@@ -78,7 +88,7 @@ def _codec_origins() -> list[str]:
 
 
 def _lifespan(
-    settings: Settings, client: Client | None
+    settings: Settings, client: Client | None, clock: Clock
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -99,6 +109,7 @@ def _lifespan(
                 keys,
                 processed_events=processed_events,
             ),
+            rate_limiter=RateLimiter.from_settings(settings, clock=clock),
         )
         app.state.passage = state
         connecting: asyncio.Task[None] | None = None

@@ -18,6 +18,7 @@ from temporalio.converter import PayloadCodec
 
 from activities.adapters.sql_store import SqlBookingStore
 from api.errors import ApiError
+from api.rate_limits import RateLimiter, retry_after
 from passage.bookings import BookingKeys, BookingService, EngineUnavailable
 from passage.settings import Settings
 from passage.webhook_events import ProcessedWebhookEvents
@@ -44,6 +45,7 @@ class ApiState:
     codec: PayloadCodec | None
     processed_events: ProcessedWebhookEvents
     service: BookingService
+    rate_limiter: RateLimiter
     connected: bool = False
 
     def attach(self, client: Client) -> None:
@@ -95,6 +97,20 @@ def get_codec(state: StateDep) -> PayloadCodec | None:
 
 
 CodecDep = Annotated[PayloadCodec | None, Depends(get_codec)]
+
+
+def enforce_rate_limits(request: Request, state: StateDep) -> None:
+    """429 with `Retry-After` when the client or the booking in the path is over its limit."""
+    client = request.client.host if request.client is not None else "unknown"
+    booking_id = request.path_params.get("booking_id")
+    wait = state.rate_limiter.admit(client, booking_id if isinstance(booking_id, str) else None)
+    if wait > 0:
+        raise ApiError(
+            429,
+            "too many requests; retry later",
+            headers={"Retry-After": retry_after(wait)},
+        )
+
 
 _customer_bearer = HTTPBearer(
     auto_error=False,

@@ -34,6 +34,7 @@ _CODES = {
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
     422: "VALIDATION_ERROR",
+    429: "RATE_LIMITED",
     500: "INTERNAL_ERROR",
     503: "SERVICE_UNAVAILABLE",
 }
@@ -45,6 +46,7 @@ _DESCRIPTIONS = {
     409: "Conflicts with the booking's state or an earlier request",
     413: "The request body is larger than the endpoint's limit",
     422: "Invalid input; `fields` names every bad field",
+    429: "Too many requests from this client or for this booking; retry after `Retry-After` s",
     503: "A dependency (Temporal, the ledger) did not answer; retry later",
 }
 

@@ -76,6 +76,16 @@ class Settings(BaseSettings):
     price_acceptance_timeout_seconds: int = 15 * 60
     payment_action_timeout_seconds: int = 15 * 60
 
+    #: Token buckets of the public `/bookings` endpoints (api/rate_limits.py): per client IP and
+    #: per booking id, tokens per second and burst. Generous so `make up`, the demo and load tests
+    #: from one address are not throttled; a rate of 0 turns that limit off.
+    rate_limit_client_per_second: float = Field(default=20.0, ge=0)
+    rate_limit_client_burst: int = Field(default=60, ge=0)
+    rate_limit_booking_per_second: float = Field(default=10.0, ge=0)
+    rate_limit_booking_burst: int = Field(default=30, ge=0)
+    #: Buckets kept per kind (least recently used dropped first): bounds memory under a flood.
+    rate_limit_max_keys: int = Field(default=10_000, ge=1)
+
     @field_validator("stripe_api_key")
     @classmethod
     def _not_a_placeholder(cls, value: str) -> str:

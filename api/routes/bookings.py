@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 
-from api.deps import AccessTokenDep, BookingIdPath, IdempotencyKeyDep, ServiceDep
+from api.deps import (
+    AccessTokenDep,
+    BookingIdPath,
+    IdempotencyKeyDep,
+    ServiceDep,
+    enforce_rate_limits,
+)
 from api.errors import error_responses
 from api.schemas import BookingAccepted, BookingCreate, BookingOut, PriceDecisionIn
 from passage.bookings import UpdateOutcome
 from workflows.contracts import CancelBookingRequest, PriceDecision
 
-router = APIRouter(prefix="/bookings", tags=["bookings"])
+#: Every checkout endpoint is rate limited per client and per booking (api/rate_limits.py).
+router = APIRouter(
+    prefix="/bookings", tags=["bookings"], dependencies=[Depends(enforce_rate_limits)]
+)
 
 
 @router.post(
@@ -25,7 +34,7 @@ router = APIRouter(prefix="/bookings", tags=["bookings"])
             "description": "Repeat of an earlier request (same key "
             "and body): the same booking and token",
         },
-        **error_responses(409, 413, 422, 503),
+        **error_responses(409, 413, 422, 429, 503),
     },
 )
 async def create_booking(
@@ -45,7 +54,7 @@ async def create_booking(
     "/{booking_id}",
     response_model=BookingOut,
     summary="Read a booking",
-    responses=error_responses(404, 422, 503),
+    responses=error_responses(404, 422, 429, 503),
 )
 async def get_booking(
     booking_id: BookingIdPath, access_token: AccessTokenDep, service: ServiceDep
@@ -61,7 +70,7 @@ async def get_booking(
     summary="Cancel a booking",
     responses={
         202: {"model": BookingOut, "description": "Accepted; the cancellation is still running"},
-        **error_responses(404, 409, 413, 422, 503),
+        **error_responses(404, 409, 413, 422, 429, 503),
     },
 )
 async def cancel_booking(
@@ -81,7 +90,7 @@ async def cancel_booking(
     summary="Accept or decline a changed price",
     responses={
         202: {"model": BookingOut, "description": "Accepted; the booking is still moving on"},
-        **error_responses(404, 409, 413, 422, 503),
+        **error_responses(404, 409, 413, 422, 429, 503),
     },
 )
 async def decide_price(

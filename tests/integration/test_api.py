@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import io
 import json
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -21,7 +20,6 @@ from typing import Any, cast
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
@@ -29,10 +27,11 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.adapters.sql_store import SqlBookingStore, make_engine
+from api.app import create_app
 from passage import cli
 from passage.bookings import MEMO_ACCESS_TOKEN_HASH, MEMO_REQUEST_HASH, MEMO_VIEW
 from passage.webhook_events import SqlProcessedWebhookEvents
-from tests.support.api import running_api
+from tests.support.api import client_on, running_api, served_over_tcp
 from tests.support.bookings import live_rows
 from tests.support.ledger_data import booking_lifecycle
 from tests.support.simulator import SimulatorControl
@@ -1191,51 +1190,38 @@ async def test_the_cli_lists_shows_and_steers_bookings_over_http(
     booking = await book(api_client, await checkout(simulator, card, HOTEL, email=email))
     await wait_for(api_client, booking, "CONFIRMED")
     booking_id = booking["booking_id"]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     # A real HTTP server on the app (its lifespan already runs), as `python -m api` serves it.
-    server = uvicorn.Server(
-        uvicorn.Config(api_app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    )
-    serving = asyncio.create_task(server.serve())
+    async with served_over_tcp(api_app) as base_url:
+        await _steer_with_the_cli(base_url, booking_id, email)
 
-    async def started() -> bool:
-        return server.started
 
-    await eventually(started)
-
+async def _steer_with_the_cli(base_url: str, booking_id: str, email: str) -> None:
     def passage(*argv: str) -> tuple[int, str]:
         out = io.StringIO()
         headers = bearer(STAFF_KEY)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as http:
+        with httpx.Client(base_url=base_url, headers=headers) as http:
             status = cli.run(cli.build_parser().parse_args(argv), http, out)
         return status, out.getvalue()
 
-    try:
+    async def listed() -> str | None:
+        status, out = await asyncio.to_thread(passage, "bookings", "list", "--email", email)
+        return out if status == 0 and booking_id in out else None
 
-        async def listed() -> str | None:
-            status, out = await asyncio.to_thread(passage, "bookings", "list", "--email", email)
-            return out if status == 0 and booking_id in out else None
-
-        listing = await eventually(listed)
-        assert "CONFIRMED" in listing and email in listing
-        status, shown = await asyncio.to_thread(passage, "bookings", "show", booking_id)
-        assert status == 0 and f"booking-{booking_id}" in shown and "CONFIRMED" in shown
-        status, raw = await asyncio.to_thread(passage, "bookings", "show", booking_id, "--json")
-        assert status == 0 and json.loads(raw)["booking_id"] == booking_id
-        status, _ = await asyncio.to_thread(passage, "bookings", "retry", booking_id)
-        assert status == 1  # nothing is stuck: the API's 409 is reported
-        status, cancelled = await asyncio.to_thread(
-            passage, "bookings", "cancel", booking_id, "--note", "from the CLI"
-        )
-        assert status == 0 and "CANCELLED" in cancelled
-        assert "from the CLI" in cancelled and "[staff:" in cancelled
-        status, _ = await asyncio.to_thread(passage, "bookings", "show", "bk_nothing00000")
-        assert status == 1
-    finally:
-        server.should_exit = True
-        await serving
+    listing = await eventually(listed)
+    assert "CONFIRMED" in listing and email in listing
+    status, shown = await asyncio.to_thread(passage, "bookings", "show", booking_id)
+    assert status == 0 and f"booking-{booking_id}" in shown and "CONFIRMED" in shown
+    status, raw = await asyncio.to_thread(passage, "bookings", "show", booking_id, "--json")
+    assert status == 0 and json.loads(raw)["booking_id"] == booking_id
+    status, _ = await asyncio.to_thread(passage, "bookings", "retry", booking_id)
+    assert status == 1  # nothing is stuck: the API's 409 is reported
+    status, cancelled = await asyncio.to_thread(
+        passage, "bookings", "cancel", booking_id, "--note", "from the CLI"
+    )
+    assert status == 0 and "CANCELLED" in cancelled
+    assert "from the CLI" in cancelled and "[staff:" in cancelled
+    status, _ = await asyncio.to_thread(passage, "bookings", "show", "bk_nothing00000")
+    assert status == 1
 
 
 # --- codec, health, errors -----------------------------------------------------------------------
@@ -1363,3 +1349,77 @@ async def test_oversized_bodies_are_413_and_too_many_items_or_travellers_422(
         assert error["field"] == field and f"at most {limit}" in error["message"], error
     largest = {**valid, "items": valid["items"] * 10, "travellers": valid["travellers"] * 9}
     assert len(json.dumps(largest)) < 64 * 1024
+
+
+# --- rate limits ---------------------------------------------------------------------------------
+
+
+class MovableClock:
+    """Monotonic seconds that only move when the test says so: rate limits without sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def assert_rate_limited(response: httpx.Response, retry_after: str) -> None:
+    assert response.status_code == 429, response.text
+    assert response.headers["Retry-After"] == retry_after
+    assert response.json() == {
+        "error": {"code": "RATE_LIMITED", "message": "too many requests; retry later"}
+    }
+
+
+async def test_public_endpoints_are_rate_limited_per_client_and_per_booking(
+    engine_worker: Engine,
+    simulator: SimulatorControl,
+    staff_headers: dict[str, str],
+    card: str,
+) -> None:
+    settings = engine_worker.settings.model_copy(
+        update={
+            "rate_limit_client_per_second": 0.5,  # a token every 2 s
+            "rate_limit_client_burst": 6,
+            "rate_limit_booking_per_second": 1.0,
+            "rate_limit_booking_burst": 3,
+        }
+    )
+    clock = MovableClock()
+    app = create_app(settings, client=engine_worker.client, clock=clock)
+    async with (
+        app.router.lifespan_context(app),
+        client_on(app, "203.0.113.1") as first,
+        client_on(app, "203.0.113.2") as second,
+    ):
+        booking = await book(first, await checkout(simulator, card, HOTEL))  # client: 5 left
+        path = f"/bookings/{booking['booking_id']}"
+        auth = bearer(booking["access_token"])
+        for _ in range(3):  # the booking's burst; client: 2 left
+            assert (await first.get(path, headers=auth)).status_code == 200
+        # The booking's bucket is empty, for every endpoint and every client: 1 token a second.
+        assert_rate_limited(await first.get(path, headers=auth), "1")
+        assert_rate_limited(await first.post(f"{path}/cancel", headers=auth), "1")
+        decision = await first.post(f"{path}/price-decision", json={"accept": True}, headers=auth)
+        assert_rate_limited(decision, "1")
+        assert_rate_limited(await second.get(path, headers=auth), "1")
+        # Another booking is unaffected, until the client's own bucket is empty (2 s a token).
+        assert (await first.get("/bookings/bk_other", headers=auth)).status_code == 404
+        assert (await first.get("/bookings/bk_other", headers=auth)).status_code == 404
+        assert_rate_limited(await first.get("/bookings/bk_other", headers=auth), "2")
+        body = await checkout(simulator, card, HOTEL)
+        refused = await first.post("/bookings", json=body, headers={"Idempotency-Key": new_key()})
+        assert_rate_limited(refused, "2")
+        # Another client is unaffected; staff, webhooks and health are not limited here.
+        assert (await second.get("/bookings/bk_other", headers=auth)).status_code == 404
+        staff = await first.get(f"/admin/bookings/{booking['booking_id']}", headers=staff_headers)
+        assert staff.status_code == 200, staff.text
+        webhook = await first.post("/webhooks/stripe", content=b"{}")
+        assert webhook.status_code == 400, webhook.text
+        assert (await first.get("/healthz")).status_code == 200
+        # After the wait it said, the retry succeeds.
+        clock.now += 2
+        retried = await first.get(path, headers=auth)
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["booking_id"] == booking["booking_id"]
