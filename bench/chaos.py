@@ -113,6 +113,9 @@ class Engine:
         self.env.update(
             {
                 "PASSAGE_ENV": "development",
+                # One load generator on one address: the public rate limits would throttle it.
+                "PASSAGE_RATE_LIMIT_CLIENT_PER_SECOND": "0",
+                "PASSAGE_RATE_LIMIT_BOOKING_PER_SECOND": "0",
                 "PASSAGE_STATE_DIR": str(self.state_dir),
                 "PASSAGE_API_PORT": str(ports[0]),
                 "PASSAGE_TEMPORAL_PORT": str(ports[1]),
