@@ -26,6 +26,10 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_SECONDS = 20.0
 
+#: Drop an idle connection before the server (uvicorn: 5 s) closes it, or a reused one can
+#: meet "Server disconnected" when a test pauses between waves of requests.
+KEEP_ALIVE = httpx.Limits(keepalive_expiry=2.0)
+
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -166,7 +170,7 @@ class SimulatorControl:
 @pytest.fixture
 async def simulator(simulator_url: str) -> AsyncIterator[SimulatorControl]:
     """The shared simulator process, reset for this test."""
-    async with httpx.AsyncClient(base_url=simulator_url, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=simulator_url, timeout=10, limits=KEEP_ALIVE) as http:
         control = SimulatorControl(url=simulator_url, http=http)
         await control.reset()
         yield control
