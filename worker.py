@@ -25,6 +25,7 @@ from activities.records import RecordActivities
 from activities.suppliers import SupplierActivities
 from passage import logs, migrate
 from passage.settings import Settings
+from passage.tuning import WORKER_OPTIONS
 from passage.temporal import connect
 from workflows.booking import BookingWorkflow
 
@@ -59,6 +60,7 @@ async def booking_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
                 payments.refund_payment,
                 records.record_booking,
             ],
+            **WORKER_OPTIONS,
         )
         try:
             async with worker:
