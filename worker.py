@@ -25,8 +25,8 @@ from activities.records import RecordActivities
 from activities.suppliers import SupplierActivities
 from passage import logs, migrate
 from passage.settings import Settings
-from passage.tuning import WORKER_OPTIONS
 from passage.temporal import connect
+from passage.tuning import WORKER_OPTIONS
 from workflows.booking import BookingWorkflow
 
 log = structlog.get_logger("passage.worker")

@@ -15,15 +15,19 @@ Identity is derived, never stored in clear:
 The canonical request (`request_fingerprint`) is hashed into the memo at start, so a repeat with
 the same key and another body is told apart from a retry.
 
-Reads answer from the freshest source that answers: the workflow's `view` query (a worker polls),
-else the `view` memo the workflow upserts at every status change (no worker, or the workflow is
-closed), else the ledger (the workflow is gone from Temporal).
+Reads of a booking (`read_for_customer`, `read_for_staff`) answer from the ledger, which the
+workflow writes in the very workflow task of every change, before any caller can learn of it: a
+poll costs one database read and nothing at the worker. Temporal answers only what the ledger
+cannot: a booking not recorded yet, one awaiting 3-D Secure (its client secret is never written to
+the ledger), or a ledger that is down — the live `view` query when a worker polls, else the final
+result or the `view` memo.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -34,6 +38,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -53,7 +59,7 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.adapters.sql_store import BookingSummary, LedgerStore
+from activities.adapters.sql_store import BookingSummary, LedgerStore, StoredBooking
 from passage.settings import Settings
 from passage.webhook_events import ProcessedWebhookEvents
 from workflows import search
@@ -79,6 +85,8 @@ from workflows.state import BookingState
 #: Memo keys: the view (the workflow keeps it current), and what the API wrote at start.
 MEMO_REQUEST_HASH = "request_hash"
 MEMO_ACCESS_TOKEN_HASH = "access_token_hash"
+
+log = structlog.get_logger(__name__)
 
 #: What a booking id can look like (ours are `bk_` + 24 hex; tests and tools use other tails).
 BOOKING_ID = re.compile(r"bk_[A-Za-z0-9_-]{1,100}")
@@ -377,14 +385,50 @@ class BookingService:
             raise BookingNotFound(booking_id)
         return record
 
+    async def read_for_customer(self, booking_id: str, access_token: str | None) -> BookingView:
+        """The booking's view if `access_token` is its token (else BookingNotFound, no hint)."""
+        if not access_token or not is_booking_id(booking_id):
+            raise BookingNotFound(booking_id)
+        stored = await self._stored(booking_id)
+        if stored is not None:
+            if not token_matches(access_token, stored.access_token_hash):
+                raise BookingNotFound(booking_id)
+            if _ledger_answers(stored.view):
+                return stored.view
+        return await self.view(await self.find_for_customer(booking_id, access_token))
+
+    async def read_for_staff(self, booking_id: str) -> BookingView:
+        stored = await self._stored(booking_id) if is_booking_id(booking_id) else None
+        if stored is not None and _ledger_answers(stored.view):
+            return stored.view
+        return await self.view(await self.find_for_staff(booking_id))
+
+    async def _stored(self, booking_id: str) -> StoredBooking | None:
+        """The ledger's record of the booking; None when it has none or cannot answer now."""
+        try:
+            return await self._store.read(booking_id)
+        except SQLAlchemyError as err:
+            log.warning("ledger read failed: asking Temporal", error=type(err).__name__)
+            return None
+
     async def view(self, record: BookingRecord) -> BookingView:
-        """Live query when a worker answers; else the memo; else the ledger."""
+        """From Temporal: the live query when a worker answers; else the result; else the memo."""
+        handle = self._handle(record.booking_id)
         if record.running:
-            handle = self._handle(record.booking_id)
             try:
                 return await handle.query(BookingWorkflow.view, rpc_timeout=self._timeouts.query)
             except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
-                pass  # no worker answered in time: the memo is at most one transition behind
+                pass  # no worker answered in time: the ledger or the memo answers
+            stored = await self._stored(record.booking_id)
+            if stored is not None:
+                return stored.view
+        elif record.description is not None:
+            if record.description.status == WorkflowExecutionStatus.COMPLETED:
+                with contextlib.suppress(RPCError):
+                    return await handle.result(rpc_timeout=self._timeouts.rpc)
+            stored = await self._stored(record.booking_id)
+            if stored is not None:
+                return stored.view
         if record.memo_view is not None:
             return record.memo_view
         view = await self._store.get_view(record.booking_id)
@@ -540,6 +584,11 @@ class BookingService:
             if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
                 return None
             raise
+
+
+def _ledger_answers(view: BookingView) -> bool:
+    """Whether the ledger's view is the whole view (3-D Secure's client secret is never in it)."""
+    return view.status != BookingStatus.AWAITING_PAYMENT_ACTION
 
 
 def _rejection_reason(err: WorkflowUpdateFailedError) -> str:

@@ -62,8 +62,11 @@ AUTHORIZE_WINDOW = timedelta(hours=1)
 #: How often a booking waiting for 3-D Secure re-reads the PaymentIntent when no webhook came.
 PAYMENT_POLL_SECONDS = 10.0
 
-#: The memo key of the booking's view: read by the API, carried over a continue-as-new.
+#: The memo key of the booking's view: set by the API at start, carried over a continue-as-new.
 MEMO_VIEW = "view"
+#: Bookings started since this patch publish once per activation, and write the ledger as a local
+#: activity with no memo upserts (docs/performance.md); older histories replay the old way.
+LEAN_HISTORY_PATCH = "lean-history"
 CANCELS = (ErrorType.CANCELLED_BY_CUSTOMER, ErrorType.CANCELLED_BY_STAFF, ErrorType.STOPPED)
 CONFIRMATION_STATUSES = (BookingStatus.CONFIRMING, BookingStatus.CAPTURING)
 
@@ -132,11 +135,18 @@ class BookingWorkflow:
         self._deferred_undos: list[Compensation] = []
         self._records: list[workflow.ActivityHandle[None]] = []
         self._published_status: BookingStatus | None = resumed.status if resumed else None
+        self._lean = False
+        #: Lean publishing: a change not published yet, and a publication in flight.
+        self._unpublished = False
+        self._publishing = False
 
     # --- run -------------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, request: BookingRequest) -> BookingView:
+        self._lean = workflow.patched(LEAN_HISTORY_PATCH)
+        if self._lean:
+            asyncio.ensure_future(self._publish_changes())
         resumed = self._confirmed
         if not self._state.created_at:
             self._state.created_at = self._now()
@@ -197,8 +207,12 @@ class BookingWorkflow:
     async def _finish(self) -> None:
         """Before returning or continuing as new: ledger writes landed, every caller answered."""
         await self._settle_optional_undos()
+        await workflow.wait_condition(
+            lambda: (
+                workflow.all_handlers_finished() and not self._unpublished and not self._publishing
+            )
+        )
         await asyncio.gather(*self._records)
-        await workflow.wait_condition(workflow.all_handlers_finished)
 
     # --- forward steps ---------------------------------------------------------------------------
 
@@ -866,10 +880,13 @@ class BookingWorkflow:
     def _publish(self) -> None:
         """Make the new state visible to operators, the API and the ledger.
 
-        Search attributes follow every change; the memo (read by the API when no worker polls) and
-        the ledger snapshot follow every status change, and the snapshot carries the whole
-        timeline, so the ledger's event log misses nothing.
+        Lean (since LEAN_HISTORY_PATCH): `_publish_changes` publishes once per activation. Before:
+        search attributes followed every change; the memo and a ledger snapshot activity followed
+        every status change.
         """
+        if self._lean:
+            self._unpublished = True
+            return
         self._upsert_search_attributes()
         if self._published_status == self._state.status:
             return
@@ -878,6 +895,34 @@ class BookingWorkflow:
         workflow.upsert_memo({MEMO_VIEW: view})
         self._records = [handle for handle in self._records if not handle.done()]
         self._records.append(calls.start_record(RecordBookingInput(self._request, view)))
+
+    async def _publish_changes(self) -> None:
+        """Publish what changed once per activation: search attributes, then the ledger.
+
+        It wakes only once the saga and the handlers have gone as far as they can in this
+        activation, so a burst of changes costs one upsert and one ledger write. The snapshot
+        carries the whole timeline, so the ledger's event log misses nothing.
+        """
+        while True:
+            await workflow.wait_condition(lambda: self._unpublished)
+            self._unpublished = False
+            self._publishing = True
+            try:
+                self._upsert_search_attributes()
+                await self._record(RecordBookingInput(self._request, self._view()))
+            finally:
+                self._publishing = False
+
+    async def _record(self, snapshot: RecordBookingInput) -> None:
+        """The ledger write in this workflow task; a regular activity once the ledger is slow."""
+        self._records = [handle for handle in self._records if not handle.done()]
+        if not self._records:
+            try:
+                await calls.record_locally(snapshot)
+                return
+            except ActivityError:
+                workflow.logger.warning("ledger slow or down: recording in the background")
+        self._records.append(calls.start_record(snapshot))
 
     def _upsert_search_attributes(self) -> None:
         current = workflow.info().typed_search_attributes

@@ -119,8 +119,18 @@ class BookingSummary:
     attention: AttentionView | None
 
 
+@dataclass(frozen=True)
+class StoredBooking:
+    """A booking as the ledger holds it: its newest view and the hash that authorizes reading it."""
+
+    view: BookingView
+    access_token_hash: str | None
+
+
 class LedgerStore(BookingStore, Protocol):
     """BookingStore plus what the API, the CLI and the webhook endpoint read from the ledger."""
+
+    async def read(self, booking_id: str) -> StoredBooking | None: ...
 
     async def get_access_token_hash(self, booking_id: str) -> str | None: ...
 
@@ -256,6 +266,10 @@ class SqlBookingStore:
         """The booking as its newest recorded snapshot showed it, or None if never recorded."""
         return await asyncio.to_thread(self._get_view, booking_id)
 
+    async def read(self, booking_id: str) -> StoredBooking | None:
+        """The newest view and the access-token hash in one read (None if never recorded)."""
+        return await asyncio.to_thread(self._read, booking_id)
+
     async def get_access_token_hash(self, booking_id: str) -> str | None:
         """The stored hash of the customer's access token (None when the booking is unknown)."""
         return await asyncio.to_thread(self._get_access_token_hash, booking_id)
@@ -376,6 +390,10 @@ class SqlBookingStore:
             conn.execute(delete(table).where(table.c.event_id == event_id))
 
     def _get_view(self, booking_id: str) -> BookingView | None:
+        stored = self._read(booking_id)
+        return None if stored is None else stored.view
+
+    def _read(self, booking_id: str) -> StoredBooking | None:
         with self._session() as session:
             booking = session.get(BookingRow, booking_id)
             if booking is None:
@@ -392,7 +410,8 @@ class SqlBookingStore:
                 sqlmodel_select(RefundRow).where(RefundRow.booking_id == booking_id)
             ).all()
             events = self._event_rows(session, booking_id)
-        return _view(booking, items, payments, refunds, events)
+        view = _view(booking, items, payments, refunds, events)
+        return StoredBooking(view, booking.access_token_hash)
 
     def _get_access_token_hash(self, booking_id: str) -> str | None:
         with self._session() as session:

@@ -135,8 +135,9 @@ async def get_booking(
     booking_id: BookingIdPath, staff: StaffDep, service: ServiceDep
 ) -> AdminBookingOut:
     """The booking view, the full audit trail (who, when, note) and the Temporal workflow id."""
-    record = await service.find_for_staff(booking_id)
-    return await _admin_view(service, record)
+    view = await service.read_for_staff(booking_id)
+    audit = await service.audit(booking_id, view)
+    return AdminBookingOut.of_staff(view, audit, workflow_id_for(booking_id))
 
 
 @router.post(
@@ -212,9 +213,3 @@ async def _answer(
         response.status_code = 202
     audit = await service.audit(record.booking_id, result.view)
     return AdminBookingOut.of_staff(result.view, audit, workflow_id_for(record.booking_id))
-
-
-async def _admin_view(service: BookingService, record: BookingRecord) -> AdminBookingOut:
-    view = await service.view(record)
-    audit = await service.audit(record.booking_id, view)
-    return AdminBookingOut.of_staff(view, audit, workflow_id_for(record.booking_id))

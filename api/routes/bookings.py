@@ -60,8 +60,7 @@ async def get_booking(
     booking_id: BookingIdPath, access_token: AccessTokenDep, service: ServiceDep
 ) -> BookingOut:
     """The booking's current state: items, payment and timeline (404 without its token)."""
-    record = await service.find_for_customer(booking_id, access_token)
-    return BookingOut.of(await service.view(record))
+    return BookingOut.of(await service.read_for_customer(booking_id, access_token))
 
 
 @router.post(

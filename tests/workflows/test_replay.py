@@ -1,8 +1,9 @@
 """Replay guards determinism: today's BookingWorkflow must replay the histories it wrote before.
 
 Committed histories live in tests/histories/; `PASSAGE_RECORD_HISTORIES=1` rewrites them from the
-scenarios below (do that only for a change that is meant to be compatible, and keep old files when
-a change needs `workflow.patched`).
+scenarios below (do that only for a change that is meant to be compatible). A change behind
+`workflow.patched` keeps the histories written before it in a folder named after the patch
+(tests/histories/before-lean-history/), and they replay forever.
 """
 
 from __future__ import annotations
@@ -95,7 +96,11 @@ async def test_fresh_histories_replay(
         (HISTORIES / f"{scenario}.json").write_text(history.to_json())
 
 
-@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path",
+    sorted(HISTORIES.rglob("*.json")),
+    ids=lambda p: str(p.relative_to(HISTORIES).with_suffix("")),
+)
 async def test_committed_histories_replay(path: Path) -> None:
     history = WorkflowHistory.from_json(f"booking-{path.stem}", path.read_text())
     await Replayer(workflows=[BookingWorkflow]).replay_workflow(history)
