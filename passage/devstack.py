@@ -72,6 +72,13 @@ CRASH_LIMIT = 3
 CRASH_WINDOW_SECONDS = 30.0
 #: The worker logs this once it polls its task queue (worker.py).
 WORKER_READY_MARK = "worker started"
+#: One task-queue partition (one machine needs no more; docs/performance.md) and activities
+#: handed back in the workflow task's answer when the worker has a free slot.
+TEMPORAL_TUNING = (
+    "--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
+    "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1",
+    "--dynamic-config-value", "system.enableActivityEagerExecution=true",
+)  # fmt: skip
 #: Temporal CLI names of the search attribute types in `workflows.search`.
 _CLI_TYPES = {"KEYWORD": "Keyword", "BOOL": "Bool", "KEYWORD_LIST": "KeywordList", "INT": "Int"}
 _HAS_PROC = Path("/proc/self/stat").exists()
@@ -375,6 +382,7 @@ class DevStack:
             "--ui-port", str(ep.temporal_ui_port),
             "--db-filename", str(self.state_dir / "temporal.db"),
             "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true",
+            *TEMPORAL_TUNING,
         ]  # fmt: skip
         if self.settings.temporal_namespace != "default":
             temporal += ["--namespace", self.settings.temporal_namespace]

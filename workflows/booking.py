@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -139,6 +140,12 @@ class BookingWorkflow:
         #: Lean publishing: a change not published yet, and a publication in flight.
         self._unpublished = False
         self._publishing = False
+        #: Timeline entries a landed ledger write holds (later writes send only what follows).
+        self._recorded_through = 0
+        #: Timeline entries that a completed workflow task made (history keeps them for good).
+        self._committed_entries = 0
+        self._entries_seen = 0
+        self._task_history_length = 0
 
     # --- run -------------------------------------------------------------------------------------
 
@@ -212,6 +219,7 @@ class BookingWorkflow:
                 workflow.all_handlers_finished() and not self._unpublished and not self._publishing
             )
         )
+        self._record_the_rest()
         await asyncio.gather(*self._records)
 
     # --- forward steps ---------------------------------------------------------------------------
@@ -900,8 +908,10 @@ class BookingWorkflow:
         """Publish what changed once per activation: search attributes, then the ledger.
 
         It wakes only once the saga and the handlers have gone as far as they can in this
-        activation, so a burst of changes costs one upsert and one ledger write. The snapshot
-        carries the whole timeline, so the ledger's event log misses nothing.
+        activation, so a burst of changes costs one upsert and one ledger write. The write runs
+        before this workflow task completes, so it carries the timeline entries of completed tasks
+        only: a task that fails is run again and may order new messages differently, and the
+        audit trail is append-only. `_finish` writes the last entries.
         """
         while True:
             await workflow.wait_condition(lambda: self._unpublished)
@@ -909,20 +919,45 @@ class BookingWorkflow:
             self._publishing = True
             try:
                 self._upsert_search_attributes()
-                await self._record(RecordBookingInput(self._request, self._view()))
+                view = self._view()
+                committed = self._committed_timeline()
+                snapshot = RecordBookingInput(
+                    self._request,
+                    dataclasses.replace(view, timeline=view.timeline[:committed]),
+                    self._recorded_through,
+                )
+                if await self._record(snapshot):
+                    self._recorded_through = committed
             finally:
                 self._publishing = False
 
-    async def _record(self, snapshot: RecordBookingInput) -> None:
-        """The ledger write in this workflow task; a regular activity once the ledger is slow."""
+    def _committed_timeline(self) -> int:
+        """How many timeline entries were made in workflow tasks that have completed."""
+        history_length = workflow.info().get_current_history_length()
+        if history_length != self._task_history_length:  # a new task: the earlier ones completed
+            self._task_history_length = history_length
+            self._committed_entries = self._entries_seen
+        self._entries_seen = len(self._state.timeline)
+        return self._committed_entries
+
+    def _record_the_rest(self) -> None:
+        """Before the workflow ends: the entries of this task, written once it has completed."""
+        if self._lean and self._recorded_through < len(self._state.timeline):
+            snapshot = RecordBookingInput(self._request, self._view(), self._recorded_through)
+            self._records.append(calls.start_record(snapshot))
+
+    async def _record(self, snapshot: RecordBookingInput) -> bool:
+        """The ledger write in this workflow task (True once it landed); in the background while
+        the ledger is slow or down (False)."""
         self._records = [handle for handle in self._records if not handle.done()]
         if not self._records:
             try:
                 await calls.record_locally(snapshot)
-                return
+                return True
             except ActivityError:
                 workflow.logger.warning("ledger slow or down: recording in the background")
         self._records.append(calls.start_record(snapshot))
+        return False
 
     def _upsert_search_attributes(self) -> None:
         current = workflow.info().typed_search_attributes

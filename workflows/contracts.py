@@ -370,7 +370,13 @@ class StaffAction:
 
 @dataclass(frozen=True)
 class RecordBookingInput:
-    """A snapshot of the booking for the ledger; the store keeps only the newest `view.version`."""
+    """A snapshot of the booking for the ledger; the store keeps only the newest `view.version`.
+
+    `recorded_through` = N says an earlier write of this workflow run has landed: the ledger holds
+    the booking, its travellers and timeline entries 1..N, so only what follows is written. The
+    view's timeline may end before the view's other fields (see `BookingWorkflow._publish_changes`).
+    """
 
     request: BookingRequest
     view: BookingView
+    recorded_through: int = 0

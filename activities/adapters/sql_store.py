@@ -1,14 +1,22 @@
 """SqlBookingStore: the booking ledger on PostgreSQL (production) or a SQLite file (the default).
 
-The BookingWorkflow sends a full snapshot (`RecordBookingInput`) at every transition, without
-waiting, so snapshots arrive more than once and out of order. One transaction per snapshot:
+The BookingWorkflow sends a snapshot (`RecordBookingInput`) in every workflow task that changed the
+booking, as a local activity (one at a time, in order) or, while the database is slow, as regular
+activities (which arrive more than once and out of order). One transaction per snapshot:
 
-1. Upsert the booking row guarded by `version` (`ON CONFLICT DO UPDATE ... WHERE version <
+1. Upsert the booking row guarded by `version` (`ON CONFLICT DO UPDATE ... WHERE version <=
    excluded.version`). The conflicting row is locked on PostgreSQL and SQLite writers take the
-   database lock up front (`BEGIN IMMEDIATE`), so snapshots of one booking are serialized.
-2. Only when this snapshot is the newest: upsert its items, travellers, payments and refunds by
-   business key and delete the ones it no longer has. A stale or repeated snapshot changes nothing.
-3. Always: insert its timeline entries once each (`ON CONFLICT (booking_id, seq) DO NOTHING`).
+   database lock up front (`BEGIN IMMEDIATE`), so snapshots of one booking are serialized. An equal
+   version is written again: a local activity whose workflow task failed runs again, and the task
+   that replaces it may have seen more messages, so its snapshot is the true one.
+2. Only when this snapshot is the newest: upsert its items, travellers (unless `recorded_through`
+   says they are written), payments and refunds by business key and delete the ones it no longer
+   has. A stale snapshot changes none of them.
+3. Always: insert its timeline entries after `recorded_through` once each (`ON CONFLICT (booking_id,
+   seq) DO NOTHING`; the audit trail is append-only). A local activity's snapshot carries only the
+   entries of workflow tasks that completed, so no entry is ever written that history may not keep.
+
+Rows go in with executemany, so each statement is compiled once whatever the row count.
 
 Money rows derived from `view.payment` (one currency per booking, the contract's rule):
 
@@ -312,16 +320,19 @@ class SqlBookingStore:
         request, view = snapshot.request, snapshot.view
         now = datetime.now(UTC)
         booking = _booking_row(request, view, now)
+        recorded = snapshot.recorded_through
         with self._writer.begin() as conn:
             if self._upsert_booking(conn, booking):
                 booking_id = view.booking_id
                 self._replace(
                     conn, BookingItemRow, "item_id", booking_id, _item_rows(request, view)
                 )
-                self._replace(conn, TravellerRow, "position", booking_id, _traveller_rows(request))
+                if not recorded:
+                    travellers = _traveller_rows(request)
+                    self._replace(conn, TravellerRow, "position", booking_id, travellers)
                 self._replace(conn, PaymentRow, "kind", booking_id, _payment_rows(view, now))
                 self._replace(conn, RefundRow, "reason", booking_id, _refund_rows(view, now))
-            self._append_events(conn, view, now)
+            self._append_events(conn, view, recorded, now)
 
     def _upsert_booking(self, conn: Connection, row: BookingRow) -> bool:
         """Insert or update the booking if this version is newer; True when it was written."""
@@ -332,7 +343,7 @@ class SqlBookingStore:
         upsert = insert.on_conflict_do_update(
             index_elements=[table.c.booking_id],
             set_={name: insert.excluded[name] for name in values if name not in immutable},
-            where=table.c.version < insert.excluded.version,
+            where=table.c.version <= insert.excluded.version,
         ).returning(table.c.booking_id)
         return conn.execute(upsert).first() is not None
 
@@ -348,13 +359,13 @@ class SqlBookingStore:
         table = _table(model)
         values = [row.model_dump() for row in rows]
         if values:
-            stmt = self._insert(table).values(values)
+            stmt = self._insert(table)
             primary_key = {"booking_id", key}
             stmt = stmt.on_conflict_do_update(
                 index_elements=[table.c.booking_id, table.c[key]],
                 set_={name: stmt.excluded[name] for name in values[0] if name not in primary_key},
             )
-            conn.execute(stmt)
+            conn.execute(stmt, values)
         conn.execute(
             delete(table).where(
                 table.c.booking_id == booking_id,
@@ -362,15 +373,20 @@ class SqlBookingStore:
             )
         )
 
-    def _append_events(self, conn: Connection, view: BookingView, now: datetime) -> None:
-        if not view.timeline:
+    def _append_events(
+        self, conn: Connection, view: BookingView, after: int, now: datetime
+    ) -> None:
+        """Insert the timeline entries after `after` that the ledger does not hold yet."""
+        # Always in seq order, so two transactions inserting the same entries cannot deadlock.
+        entries = sorted((e for e in view.timeline if e.seq > after), key=lambda e: e.seq)
+        if not entries:
             return
         table = _table(BookingEventRow)
-        # Always in seq order, so two transactions inserting the same events cannot deadlock.
-        entries = sorted(view.timeline, key=lambda entry: entry.seq)
         values = [_event_row(view.booking_id, entry, now).model_dump() for entry in entries]
-        stmt = self._insert(table).values(values)
-        conn.execute(stmt.on_conflict_do_nothing(index_elements=[table.c.booking_id, table.c.seq]))
+        stmt = self._insert(table).on_conflict_do_nothing(
+            index_elements=[table.c.booking_id, table.c.seq]
+        )
+        conn.execute(stmt, values)
 
     def _mark_webhook_event(self, event_id: str) -> bool:
         table = _table(WebhookEventRow)

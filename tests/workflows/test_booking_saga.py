@@ -152,9 +152,14 @@ async def test_happy_path_confirms_captures_and_publishes(
     assert final.payment.authorized == final.payment.captured == Money(20_000, EUR)
     assert final.error is None
     # The ledger got a snapshot in every workflow task that changed the booking, one at a time
-    # and in order (so never a stale one after a newer), the last one equal to the final view.
+    # and in order (so never a stale one after a newer), each with only timeline entries the
+    # history keeps, the last one (written after the final task) equal to the final view.
     versions = [snapshot.view.version for snapshot in fake.snapshots]
-    assert versions == sorted(set(versions))
+    assert versions == sorted(versions)
+    assert all(
+        final.timeline[: len(snapshot.view.timeline)] == snapshot.view.timeline
+        for snapshot in fake.snapshots
+    )
     newest = fake.snapshots[-1].view
     assert newest.status == BookingStatus.CONFIRMED
     assert newest.timeline == final.timeline
