@@ -9,6 +9,9 @@ from temporalio.converter import DataConverter, default
 
 from passage.codec import EncryptionCodec
 from passage.settings import Settings
+from passage.type_hints import cache_dataclass_type_hints
+
+cache_dataclass_type_hints()
 
 
 def data_converter(settings: Settings) -> DataConverter:
