@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -219,7 +218,6 @@ class BookingWorkflow:
                 workflow.all_handlers_finished() and not self._unpublished and not self._publishing
             )
         )
-        self._record_the_rest()
         await asyncio.gather(*self._records)
 
     # --- forward steps ---------------------------------------------------------------------------
@@ -909,9 +907,10 @@ class BookingWorkflow:
 
         It wakes only once the saga and the handlers have gone as far as they can in this
         activation, so a burst of changes costs one upsert and one ledger write. The write runs
-        before this workflow task completes, so it carries the timeline entries of completed tasks
-        only: a task that fails is run again and may order new messages differently, and the
-        audit trail is append-only. `_finish` writes the last entries.
+        before this workflow task completes, so it tells which timeline entries completed tasks
+        made: a task that fails is run again and may order new messages differently, so the
+        ledger keeps this task's entries apart until a later write (its audit trail is
+        append-only).
         """
         while True:
             await workflow.wait_condition(lambda: self._unpublished)
@@ -922,9 +921,7 @@ class BookingWorkflow:
                 view = self._view()
                 committed = self._committed_timeline()
                 snapshot = RecordBookingInput(
-                    self._request,
-                    dataclasses.replace(view, timeline=view.timeline[:committed]),
-                    self._recorded_through,
+                    self._request, view, self._recorded_through, committed
                 )
                 if await self._record(snapshot):
                     self._recorded_through = committed
@@ -939,12 +936,6 @@ class BookingWorkflow:
             self._committed_entries = self._entries_seen
         self._entries_seen = len(self._state.timeline)
         return self._committed_entries
-
-    def _record_the_rest(self) -> None:
-        """Before the workflow ends: the entries of this task, written once it has completed."""
-        if self._lean and self._recorded_through < len(self._state.timeline):
-            snapshot = RecordBookingInput(self._request, self._view(), self._recorded_through)
-            self._records.append(calls.start_record(snapshot))
 
     async def _record(self, snapshot: RecordBookingInput) -> bool:
         """The ledger write in this workflow task (True once it landed); in the background while

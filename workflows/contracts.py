@@ -373,10 +373,12 @@ class RecordBookingInput:
     """A snapshot of the booking for the ledger; the store keeps only the newest `view.version`.
 
     `recorded_through` = N says an earlier write of this workflow run has landed: the ledger holds
-    the booking, its travellers and timeline entries 1..N, so only what follows is written. The
-    view's timeline may end before the view's other fields (see `BookingWorkflow._publish_changes`).
+    the booking, its travellers and timeline entries 1..N, so only what follows is written.
+    `committed_through` = M says entries after M were made in the workflow task that is writing
+    (a local activity), which history may not keep as they are; None: every entry is kept.
     """
 
     request: BookingRequest
     view: BookingView
     recorded_through: int = 0
+    committed_through: int | None = None

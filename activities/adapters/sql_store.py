@@ -12,9 +12,11 @@ activities (which arrive more than once and out of order). One transaction per s
 2. Only when this snapshot is the newest: upsert its items, travellers (unless `recorded_through`
    says they are written), payments and refunds by business key and delete the ones it no longer
    has. A stale snapshot changes none of them.
-3. Always: insert its timeline entries after `recorded_through` once each (`ON CONFLICT (booking_id,
-   seq) DO NOTHING`; the audit trail is append-only). A local activity's snapshot carries only the
-   entries of workflow tasks that completed, so no entry is ever written that history may not keep.
+3. Always: insert its timeline entries after `recorded_through` up to `committed_through` once
+   each (`ON CONFLICT (booking_id, seq) DO NOTHING`; the audit trail `booking_events` is
+   append-only). Entries after `committed_through` were made in the workflow task still running
+   the write, which history may not keep as they are: they wait on the booking row
+   (`pending_timeline`, replaced by every newer snapshot) and reads append them to the trail.
 
 Rows go in with executemany, so each statement is compiled once whatever the row count.
 
@@ -39,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import json
 import sqlite3
 import time
@@ -319,7 +322,8 @@ class SqlBookingStore:
     def _record(self, snapshot: RecordBookingInput) -> None:
         request, view = snapshot.request, snapshot.view
         now = datetime.now(UTC)
-        booking = _booking_row(request, view, now)
+        committed = snapshot.committed_through
+        booking = _booking_row(request, view, now, committed)
         recorded = snapshot.recorded_through
         with self._writer.begin() as conn:
             if self._upsert_booking(conn, booking):
@@ -332,7 +336,7 @@ class SqlBookingStore:
                     self._replace(conn, TravellerRow, "position", booking_id, travellers)
                 self._replace(conn, PaymentRow, "kind", booking_id, _payment_rows(view, now))
                 self._replace(conn, RefundRow, "reason", booking_id, _refund_rows(view, now))
-            self._append_events(conn, view, recorded, now)
+            self._append_events(conn, view, recorded, committed, now)
 
     def _upsert_booking(self, conn: Connection, row: BookingRow) -> bool:
         """Insert or update the booking if this version is newer; True when it was written."""
@@ -374,11 +378,14 @@ class SqlBookingStore:
         )
 
     def _append_events(
-        self, conn: Connection, view: BookingView, after: int, now: datetime
+        self, conn: Connection, view: BookingView, after: int, through: int | None, now: datetime
     ) -> None:
-        """Insert the timeline entries after `after` that the ledger does not hold yet."""
+        """Insert the entries after `after` (and up to `through`) that the ledger lacks."""
         # Always in seq order, so two transactions inserting the same entries cannot deadlock.
-        entries = sorted((e for e in view.timeline if e.seq > after), key=lambda e: e.seq)
+        entries = sorted(
+            (e for e in view.timeline if e.seq > after and (through is None or e.seq <= through)),
+            key=lambda e: e.seq,
+        )
         if not entries:
             return
         table = _table(BookingEventRow)
@@ -436,7 +443,10 @@ class SqlBookingStore:
 
     def _events(self, booking_id: str) -> tuple[TimelineEntry, ...]:
         with self._session() as session:
-            return tuple(_timeline_entry(row) for row in self._event_rows(session, booking_id))
+            booking = session.get(BookingRow, booking_id)
+            if booking is None:
+                return ()
+            return _timeline(booking, self._event_rows(session, booking_id))
 
     def _search(
         self,
@@ -529,9 +539,16 @@ def _table(model: type[SQLModel]) -> Table:
 # --- snapshot -> rows ----------------------------------------------------------------------------
 
 
-def _booking_row(request: BookingRequest, view: BookingView, now: datetime) -> BookingRow:
+def _booking_row(
+    request: BookingRequest, view: BookingView, now: datetime, committed: int | None
+) -> BookingRow:
     minor = _minor_units(view.currency)
     payment = view.payment
+    pending = [
+        dataclasses.asdict(entry)
+        for entry in view.timeline
+        if committed is not None and entry.seq > committed
+    ]
     return BookingRow(
         booking_id=view.booking_id,
         version=view.version,
@@ -562,6 +579,7 @@ def _booking_row(request: BookingRequest, view: BookingView, now: datetime) -> B
         created_at_text=view.created_at,
         updated_at_text=view.updated_at,
         recorded_at=now,
+        pending_timeline=json.dumps(pending) if pending else None,
     )
 
 
@@ -734,7 +752,7 @@ def _view(
             payment_intent_id=None if authorization is None else authorization.payment_intent_id,
             fees_absorbed=_optional_money(booking.fees_absorbed_minor, currency),
         ),
-        timeline=tuple(_timeline_entry(event) for event in events),
+        timeline=_timeline(booking, events),
         error=(
             None
             if booking.error_type is None
@@ -794,6 +812,14 @@ def _attention(booking: BookingRow) -> AttentionView | None:
         since=booking.attention_since or "",
         item_id=booking.attention_item_id,
     )
+
+
+def _timeline(booking: BookingRow, events: Sequence[BookingEventRow]) -> tuple[TimelineEntry, ...]:
+    """The audit trail, then the entries still pending on the booking row."""
+    recorded = tuple(_timeline_entry(event) for event in events)
+    last = recorded[-1].seq if recorded else 0
+    pending = json.loads(booking.pending_timeline) if booking.pending_timeline else []
+    return recorded + tuple(TimelineEntry(**entry) for entry in pending if entry["seq"] > last)
 
 
 def _timeline_entry(row: BookingEventRow) -> TimelineEntry:

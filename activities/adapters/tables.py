@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Index
+from sqlalchemy import BigInteger, DateTime, Dialect, Index, Text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -86,6 +86,9 @@ class BookingRow(SQLModel, table=True):
     created_at_text: str
     updated_at_text: str
     recorded_at: datetime = Field(sa_type=UtcDateTime)
+    #: Timeline entries (JSON) of a workflow task that had not completed when this was written;
+    #: they move to `booking_events` with a later write. NULL: none.
+    pending_timeline: str | None = Field(default=None, sa_type=Text)
 
 
 class BookingItemRow(SQLModel, table=True):

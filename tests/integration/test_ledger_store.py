@@ -486,3 +486,58 @@ async def test_record_activity_fails_for_good_on_a_snapshot_it_cannot_record(
 
     assert failure.value.non_retryable
     assert failure.value.type == "INVALID_REQUEST"
+
+
+# --- writes from inside a workflow task (local activities) ---------------------------------------
+
+
+def event_seqs(engine: Engine, booking_id: str) -> list[int]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT seq FROM booking_events WHERE booking_id = :id ORDER BY seq"),
+            {"id": booking_id},
+        )
+        return [row[0] for row in rows]
+
+
+async def test_entries_of_a_running_task_wait_apart_and_reads_show_them(
+    store: SqlBookingStore, ledger_engine: Engine
+) -> None:
+    snapshots = booking_lifecycle("bk_pending", created_at=DAY_ONE)
+    first, newest = snapshots[1], snapshots[-1]
+    committed = len(first.view.timeline) - 1
+
+    await store.record(dataclasses.replace(first, committed_through=committed))
+
+    # Only what completed tasks made is in the append-only trail; reads show the whole view.
+    assert event_seqs(ledger_engine, "bk_pending") == list(range(1, committed + 1))
+    assert await store.get_view("bk_pending") == first.view
+    assert await store.events("bk_pending") == first.view.timeline
+
+    # A later write, from the next task, moves them to the trail and holds its own apart.
+    later = len(newest.view.timeline) - 2
+    await store.record(
+        dataclasses.replace(newest, recorded_through=committed, committed_through=later)
+    )
+    assert event_seqs(ledger_engine, "bk_pending") == list(range(1, later + 1))
+    assert await store.get_view("bk_pending") == newest.view
+
+
+async def test_a_task_run_again_replaces_the_entries_it_held_apart(
+    store: SqlBookingStore, ledger_engine: Engine
+) -> None:
+    """A task that failed after its write is run again, maybe with a message first: same version,
+    other entries. Its write wins, and the trail never got the entries of the failed run."""
+    snapshot = booking_lifecycle("bk_rerun", created_at=DAY_ONE)[2]
+    committed = len(snapshot.view.timeline) - 2
+    failed_run = dataclasses.replace(snapshot, committed_through=committed)
+    entries = list(snapshot.view.timeline)
+    entries[committed] = dataclasses.replace(entries[committed], step="CANCEL", outcome="requested")
+    rerun_view = dataclasses.replace(snapshot.view, timeline=tuple(entries))
+    rerun = dataclasses.replace(failed_run, view=rerun_view)
+
+    await store.record(failed_run)
+    await store.record(rerun)
+
+    assert await store.get_view("bk_rerun") == rerun_view
+    assert event_seqs(ledger_engine, "bk_rerun") == list(range(1, committed + 1))

@@ -27,7 +27,7 @@ LEDGER_TABLES = {
     "booking_events",
     "processed_webhook_events",
 }
-HEAD = "0002"
+HEAD = "0003"
 #: The columns 0002 adds to 0001's tables.
 INTERRUPTION_COLUMNS = {
     ("bookings", "fees_absorbed_minor"),
@@ -78,6 +78,12 @@ def test_the_migrations_build_exactly_the_models(migrated_database_url: str) -> 
 def test_downgrade_revision_by_revision_then_upgrade_again(migrated_database_url: str) -> None:
     url = migrated_database_url
     assert columns_of(url, {"bookings", "booking_items"}) >= INTERRUPTION_COLUMNS
+    assert ("bookings", "pending_timeline") in columns_of(url, {"bookings"})
+
+    migrate.downgrade(url)
+
+    assert migrate.current(url) == "0002"
+    assert ("bookings", "pending_timeline") not in columns_of(url, {"bookings"})
 
     migrate.downgrade(url)
 
