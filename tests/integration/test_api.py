@@ -375,6 +375,38 @@ async def test_a_booking_is_hidden_without_its_own_token(
 # --- reads without a worker, or without the workflow ---------------------------------------------
 
 
+class NoTemporal:
+    """A Temporal client that counts every use and answers none."""
+
+    def __init__(self) -> None:
+        self.used: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        self.used.append(name)
+        raise AssertionError(f"the read used Temporal ({name})")
+
+
+async def test_reading_a_booking_costs_temporal_and_the_worker_nothing(
+    api_client: httpx.AsyncClient, engine_worker: Engine, simulator: SimulatorControl, card: str
+) -> None:
+    booking = await book(api_client, await checkout(simulator, card, FLIGHT, HOTEL))
+    live = await wait_for(api_client, booking, "CONFIRMED")
+    query = await handle_of(engine_worker, booking["booking_id"]).query("view")
+    no_temporal = NoTemporal()
+    async with running_api(engine_worker.settings, cast(Client, no_temporal)) as api:
+        polls = [await get_view(api, booking) for _ in range(20)]
+        staff = await api.get(f"/admin/bookings/{booking['booking_id']}", headers=bearer(STAFF_KEY))
+        wrong = await api.get(f"/bookings/{booking['booking_id']}", headers=bearer("nope"))
+    # Every poll answered from the ledger, which holds the workflow's view itself.
+    assert no_temporal.used == []
+    assert all(poll == live for poll in polls)
+    assert live["status"] == query["status"]
+    assert [entry["seq"] for entry in live["timeline"]] == [e["seq"] for e in query["timeline"]]
+    assert staff.status_code == 200 and staff.json()["status"] == "CONFIRMED"
+    assert wrong.status_code == 404
+    await handle_of(engine_worker, booking["booking_id"]).terminate("test done")
+
+
 async def test_a_booking_no_worker_picked_up_is_read_from_the_memo(
     engine_worker: Engine, simulator: SimulatorControl, card: str
 ) -> None:
@@ -413,7 +445,7 @@ async def test_a_booking_no_worker_picked_up_is_read_from_the_memo(
     await handle.terminate("test done")
 
 
-async def test_a_closed_booking_is_read_from_the_memo_and_a_gone_one_from_the_ledger(
+async def test_a_closed_booking_and_a_gone_one_are_read_from_the_ledger(
     api_client: httpx.AsyncClient,
     engine_worker: Engine,
     simulator: SimulatorControl,
@@ -431,7 +463,7 @@ async def test_a_closed_booking_is_read_from_the_memo_and_a_gone_one_from_the_le
 
     await eventually(recorded)
 
-    # Closed (terminated): no worker will answer a query for it; the memo does.
+    # Closed (terminated): no worker will answer a query for it; the ledger does.
     await handle_of(engine_worker, closed["booking_id"]).terminate("closed for the test")
     view = await get_view(api_client, closed)
     assert view["status"] == "CONFIRMED"
