@@ -185,6 +185,8 @@ class Service:
     log_path: Path | None = None
     #: Size of the log when this run started: readiness marks are looked for after it.
     log_offset: int = 0
+    #: Started once more if it exits while starting (a port it picks itself was taken meanwhile).
+    start_retries: int = 0
 
 
 class DevStack:
@@ -216,8 +218,7 @@ class DevStack:
         try:
             child_env = self._prepare()
             for service in self._plan(child_env):
-                self._start(service)
-                self._wait_ready(service)
+                self._start_until_ready(service)
                 if service.after_ready is not None:
                     service.after_ready()
             self._announce(child_env)
@@ -393,6 +394,8 @@ class DevStack:
                 ready=self._temporal_healthy,
                 after_ready=self._register_search_attributes,
                 env=env,
+                # It picks its HTTP and metrics ports itself; another process may take one first.
+                start_retries=1,
             ),
             Service(
                 "simulator",
@@ -450,6 +453,18 @@ class DevStack:
             self.services.append(service)
         self._record_pids()
         print(f"  {service.name:<10} starting (pid {service.process.pid})", flush=True)
+
+    def _start_until_ready(self, service: Service) -> None:
+        for retries_left in range(service.start_retries, -1, -1):
+            self._start(service)
+            try:
+                self._wait_ready(service)
+                return
+            except StartupError as error:
+                exited = service.process is not None and service.process.poll() is not None
+                if not exited or not retries_left:
+                    raise
+                print(f"  {service.name:<10} {str(error).splitlines()[0]}; starting it once more")
 
     def _wait_ready(self, service: Service) -> None:
         started = time.monotonic()
