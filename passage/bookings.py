@@ -542,11 +542,22 @@ class BookingService:
         "signalled": a crash between the two, or a delivery failing while a concurrent redelivery
         runs, leaves the id unmarked and the next delivery signals again, which is harmless because
         the workflow drops an event id it has seen. Only a marked id is answered "duplicate".
+
+        An event is only a hint to re-read the PaymentIntent, and only a booking awaiting 3-D
+        Secure waits for one; the others are not signalled (a signal costs the booking a workflow
+        task), which one ledger read tells. The ledger shows AWAITING_PAYMENT_ACTION before the
+        customer can see the challenge (it is written in the workflow task that asks for it); when
+        the ledger cannot tell, the event is signalled, and a booking that missed one re-reads
+        the PaymentIntent every 10 s anyway.
         """
         if not is_booking_id(booking_id):
             return WebhookOutcome.IGNORED
         if await self._processed_events.contains(event_id):
             return WebhookOutcome.DUPLICATE
+        stored = await self._stored(booking_id)
+        if stored is not None and stored.view.status != BookingStatus.AWAITING_PAYMENT_ACTION:
+            await self._store.mark_webhook_event_processed(event_id)
+            return WebhookOutcome.IGNORED
         outcome = WebhookOutcome.FORWARDED
         try:
             await self._handle(booking_id).signal(

@@ -727,11 +727,15 @@ async def test_3d_secure_success_and_failure_reach_the_workflow_by_webhook(
 
 
 async def test_webhooks_with_a_bad_signature_are_400_and_change_nothing(
-    api_client: httpx.AsyncClient, engine_worker: Engine, simulator: SimulatorControl, card: str
+    api_client: httpx.AsyncClient,
+    engine_worker: Engine,
+    simulator: SimulatorControl,
+    stripe_harness: StripeHarness,
 ) -> None:
     secret = engine_worker.settings.stripe_webhook_secret
+    card = await stripe_harness.pm_for(CARD_3DS)
     booking = await book(api_client, await checkout(simulator, card, HOTEL))
-    view = await wait_for(api_client, booking, "CONFIRMED")
+    view = await wait_for(api_client, booking, "AWAITING_PAYMENT_ACTION")
     intent_id = view["payment"]["payment_intent_id"]
     event = payment_event(
         f"evt_{uuid.uuid4().hex}", "payment_intent.succeeded", intent_id, booking["booking_id"]
@@ -791,11 +795,15 @@ async def test_webhooks_with_a_bad_signature_are_400_and_change_nothing(
 
 
 async def test_duplicate_and_out_of_order_webhooks_are_signalled_once_each(
-    api_client: httpx.AsyncClient, engine_worker: Engine, simulator: SimulatorControl, card: str
+    api_client: httpx.AsyncClient,
+    engine_worker: Engine,
+    simulator: SimulatorControl,
+    stripe_harness: StripeHarness,
 ) -> None:
     secret = engine_worker.settings.stripe_webhook_secret
+    card = await stripe_harness.pm_for(CARD_3DS)
     booking = await book(api_client, await checkout(simulator, card, HOTEL))
-    view = await wait_for(api_client, booking, "CONFIRMED")
+    view = await wait_for(api_client, booking, "AWAITING_PAYMENT_ACTION")
     intent_id = view["payment"]["payment_intent_id"]
     booking_id = booking["booking_id"]
     earlier = payment_event(
@@ -820,6 +828,26 @@ async def test_duplicate_and_out_of_order_webhooks_are_signalled_once_each(
     assert sorted(signal.event_id for signal in signals) == sorted([earlier["id"], later["id"]])
     assert [signal.event_id for signal in signals] == [later["id"], earlier["id"]]
     assert {signal.payment_intent_id for signal in signals} == {intent_id}
+    await handle_of(engine_worker, booking_id).terminate("test done")
+
+
+async def test_an_event_for_a_booking_not_awaiting_3ds_costs_the_workflow_nothing(
+    api_client: httpx.AsyncClient, engine_worker: Engine, simulator: SimulatorControl, card: str
+) -> None:
+    secret = engine_worker.settings.stripe_webhook_secret
+    booking = await book(api_client, await checkout(simulator, card, HOTEL))
+    view = await wait_for(api_client, booking, "CONFIRMED")
+    booking_id = booking["booking_id"]
+    event = payment_event(
+        f"evt_{uuid.uuid4().hex}",
+        "payment_intent.succeeded",
+        view["payment"]["payment_intent_id"],
+        booking_id,
+    )
+    first, again = [await deliver(api_client, event, secret) for _ in range(2)]
+    assert first.status_code == 200 and first.json()["outcome"] == "ignored"
+    assert again.json()["outcome"] == "duplicate"
+    assert await signals_of(engine_worker.client, handle_of(engine_worker, booking_id)) == []
     await handle_of(engine_worker, booking_id).terminate("test done")
 
 
@@ -853,12 +881,14 @@ async def test_a_webhook_that_cannot_be_signalled_is_503_and_its_redelivery_coun
     assert again.json()["outcome"] == "duplicate"
 
 
-async def confirmed_with_event(
-    api: httpx.AsyncClient, simulator: SimulatorControl, card: str
+async def awaiting_with_event(
+    api: httpx.AsyncClient, simulator: SimulatorControl, stripe_harness: StripeHarness
 ) -> tuple[str, Json]:
-    """A confirmed booking and a fresh `payment_intent.succeeded` event for it, not yet sent."""
+    """A booking awaiting 3-D Secure (the only kind an event is signalled to) and a fresh
+    `payment_intent.succeeded` event for it, not yet sent."""
+    card = await stripe_harness.pm_for(CARD_3DS)
     booking = await book(api, await checkout(simulator, card, HOTEL))
-    view = await wait_for(api, booking, "CONFIRMED")
+    view = await wait_for(api, booking, "AWAITING_PAYMENT_ACTION")
     intent_id = view["payment"]["payment_intent_id"]
     event_id = f"evt_{uuid.uuid4().hex}"
     event = payment_event(event_id, "payment_intent.succeeded", intent_id, booking["booking_id"])
@@ -882,10 +912,13 @@ class SignalThenFail:
 
 
 async def test_a_redelivery_while_the_first_delivery_fails_is_not_a_duplicate(
-    api_client: httpx.AsyncClient, engine_worker: Engine, simulator: SimulatorControl, card: str
+    api_client: httpx.AsyncClient,
+    engine_worker: Engine,
+    simulator: SimulatorControl,
+    stripe_harness: StripeHarness,
 ) -> None:
     secret = engine_worker.settings.stripe_webhook_secret
-    booking_id, event = await confirmed_with_event(api_client, simulator, card)
+    booking_id, event = await awaiting_with_event(api_client, simulator, stripe_harness)
     flaky = SignalThenFail()
     async with running_api(engine_worker.settings, cast(Client, flaky)) as flaky_api:
         first = asyncio.create_task(deliver(flaky_api, event, secret))
@@ -924,10 +957,13 @@ class CrashAfterSignal:
 
 
 async def test_an_event_is_marked_only_after_its_booking_was_signalled(
-    api_client: httpx.AsyncClient, engine_worker: Engine, simulator: SimulatorControl, card: str
+    api_client: httpx.AsyncClient,
+    engine_worker: Engine,
+    simulator: SimulatorControl,
+    stripe_harness: StripeHarness,
 ) -> None:
     secret = engine_worker.settings.stripe_webhook_secret
-    booking_id, event = await confirmed_with_event(api_client, simulator, card)
+    booking_id, event = await awaiting_with_event(api_client, simulator, stripe_harness)
     engine = make_engine(engine_worker.settings.database_url)
     try:
         processed = SqlProcessedWebhookEvents(engine)
