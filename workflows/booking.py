@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 from workflows import calls
@@ -136,6 +136,7 @@ class BookingWorkflow:
         self._records: list[workflow.ActivityHandle[None]] = []
         self._published_status: BookingStatus | None = resumed.status if resumed else None
         self._lean = False
+        self._publisher: asyncio.Future[None] | None = None
         #: Lean publishing: a change not published yet, and a publication in flight.
         self._unpublished = False
         self._publishing = False
@@ -152,7 +153,7 @@ class BookingWorkflow:
     async def run(self, request: BookingRequest) -> BookingView:
         self._lean = workflow.patched(LEAN_HISTORY_PATCH)
         if self._lean:
-            asyncio.ensure_future(self._publish_changes())
+            self._publisher = asyncio.ensure_future(self._publish_changes())
         resumed = self._confirmed
         if not self._state.created_at:
             self._state.created_at = self._now()
@@ -215,9 +216,16 @@ class BookingWorkflow:
         await self._settle_optional_undos()
         await workflow.wait_condition(
             lambda: (
-                workflow.all_handlers_finished() and not self._unpublished and not self._publishing
+                (
+                    workflow.all_handlers_finished()
+                    and not self._unpublished
+                    and not self._publishing
+                )
+                or (self._publisher is not None and self._publisher.done())
             )
         )
+        if self._publisher is not None and self._publisher.done():
+            self._publisher.result()  # a bug stopped publishing: fail the task, never end silently
         await asyncio.gather(*self._records)
 
     # --- forward steps ---------------------------------------------------------------------------
@@ -945,9 +953,10 @@ class BookingWorkflow:
             try:
                 await calls.record_locally(snapshot)
                 return True
-            except ActivityError:
+            except FailureError:  # a local activity's failure is raised as its cause itself
                 workflow.logger.warning("ledger slow or down: recording in the background")
-        self._records.append(calls.start_record(snapshot))
+        # An activity runs once this task has completed: every entry it carries is kept.
+        self._records.append(calls.start_record(replace(snapshot, committed_through=None)))
         return False
 
     def _upsert_search_attributes(self) -> None:

@@ -64,11 +64,11 @@ UNTIL_DONE = RetryPolicy(
 RECORD_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
 )
-#: A ledger write in the workflow task: short retries, then the saga falls back to `start_record`.
-RECORD_LOCALLY_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=1)
-)
-RECORD_LOCALLY_WITHIN = timedelta(seconds=4)
+#: A ledger write in the workflow task: two quick tries, then the saga falls back to
+#: `start_record`. Bounded by attempts, so a slow or hung database holds the task (and every
+#: command the saga issued in it) at most about 3 s, well before the task's heartbeat.
+RECORD_LOCALLY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attempts=2)
+RECORD_LOCALLY_ATTEMPT = timedelta(milliseconds=1500)
 #: Card authorizations last about seven days; capture stops trying a day before that.
 CAPTURE_WINDOW = timedelta(days=6)
 #: Steps whose transient failures are the card processor's, not a supplier's.
@@ -154,14 +154,13 @@ def record_locally(snapshot: RecordBookingInput) -> workflow.ActivityHandle[None
     """Write a ledger snapshot as a local activity, before the workflow task completes.
 
     The history keeps one small marker instead of the snapshot, and the ledger is written before
-    any caller learns of the transition. A write that does not land within `RECORD_LOCALLY_WITHIN`
-    fails, and the caller hands the snapshot to `start_record`, which outlasts an outage.
+    any caller learns of the transition. A write that does not land in two quick tries fails, and
+    the caller hands the snapshot to `start_record`, which outlasts an outage.
     """
     return workflow.start_local_activity(
         ActivityName.RECORD_BOOKING.value,
         snapshot,
-        start_to_close_timeout=ACTIVITY_TIMEOUT,
-        schedule_to_close_timeout=RECORD_LOCALLY_WITHIN,
+        start_to_close_timeout=RECORD_LOCALLY_ATTEMPT,
         retry_policy=RECORD_LOCALLY_RETRY,
     )
 

@@ -109,6 +109,9 @@ class FakeBookingActivities:
     #: Per-call gates for BLOCK: `release(name)` opens one; `unblock` opens them all.
     gates: dict[str, asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
     world: FakeWorld = field(default_factory=FakeWorld)
+    #: While True the ledger is down: every write fails (retryably) and is counted.
+    ledger_down: bool = False
+    failed_writes: int = 0
 
     def release(self, name: str) -> None:
         """Let the blocked call `name` (e.g. "AUTHORIZE", "HOLD it_1") go on."""
@@ -306,6 +309,9 @@ class FakeBookingActivities:
 
     @activity.defn(name=ActivityName.RECORD_BOOKING.value)
     async def record_booking(self, snapshot: RecordBookingInput) -> None:
+        if self.ledger_down:
+            self.failed_writes += 1
+            raise ApplicationError("ledger unavailable", type="LEDGER_UNAVAILABLE")
         self.snapshots.append(snapshot)
 
 

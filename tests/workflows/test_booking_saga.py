@@ -481,3 +481,23 @@ async def test_a_non_cancellable_confirmed_booking_refuses_cancel(
         assert "it_1 cannot be cancelled" in str(refused.value.cause)
         assert (await saga.view()).status == BookingStatus.CONFIRMED
     assert fake.undo_calls() == []
+
+
+async def test_a_ledger_outage_slows_no_step_and_loses_no_write(
+    time_skipping_env: WorkflowEnvironment, fake: FakeBookingActivities
+) -> None:
+    fake.ledger_down = True
+    async with run_saga(time_skipping_env, fake, booking_request()) as saga:
+        live = await saga.status(BookingStatus.CONFIRMED)
+        # The local writes gave up and regular activities took over (retrying in the background).
+        assert fake.failed_writes > 0 and fake.snapshots == []
+        fake.ledger_down = False
+        for _ in range(600):  # the background writes retry with backoff (real time here)
+            if any(s.view.version >= live.version for s in fake.snapshots):
+                break
+            await asyncio.sleep(0.1)
+    newest = max(fake.snapshots, key=lambda snapshot: snapshot.view.version)
+    assert newest.view.status == BookingStatus.CONFIRMED
+    assert newest.view.timeline[: len(live.timeline)] == live.timeline
+    # They ran after their workflow task completed: every entry they carry is kept by history.
+    assert all(snapshot.committed_through is None for snapshot in fake.snapshots)
