@@ -548,7 +548,7 @@ class BookingService:
         task), which one ledger read tells. The ledger shows AWAITING_PAYMENT_ACTION before the
         customer can see the challenge (it is written in the workflow task that asks for it); when
         the ledger cannot tell, the event is signalled, and a booking that missed one re-reads
-        the PaymentIntent every 10 s anyway.
+        the PaymentIntent within a minute anyway.
         """
         if not is_booking_id(booking_id):
             return WebhookOutcome.IGNORED

@@ -501,3 +501,19 @@ async def test_a_ledger_outage_slows_no_step_and_loses_no_write(
     assert newest.view.timeline[: len(live.timeline)] == live.timeline
     # They ran after their workflow task completed: every entry they carry is kept by history.
     assert all(snapshot.committed_through is None for snapshot in fake.snapshots)
+
+
+async def test_a_booking_awaiting_3ds_polls_less_and_less_often(
+    time_skipping_env: WorkflowEnvironment, fake: FakeBookingActivities
+) -> None:
+    """The webhook wakes it; the poll is the fallback: after 10 s, then doubling up to 60 s."""
+    fake.payment_status = "requires_action"
+    fake.payment_status_after_action = "requires_action"
+    request = booking_request(payment_action_timeout_seconds=3_600)
+    async with run_saga(time_skipping_env, fake, request) as saga:
+        await saga.status(BookingStatus.AWAITING_PAYMENT_ACTION)
+        await time_skipping_env.sleep(310)
+        polls = fake.calls.count("GET_PAYMENT")
+        await saga.handle.terminate("test done")
+    # At 10, 30, 70, 130, 190, 250 and 310 s: 7 reads, where polling every 10 s made 31.
+    assert 5 <= polls <= 8, polls
