@@ -49,12 +49,13 @@ class Refusal(Exception):
 
 @dataclass(frozen=True)
 class OfferView:
-    """An offer as sold right now: its current price, stock left and effective hold TTL."""
+    """An offer as sold right now: its capacity (scaled), price, stock left and hold TTL."""
 
     offer: Offer
     price_minor: int
     capacity_left: int
     hold_ttl_seconds: int
+    capacity: int
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ class Inventory:
         self._prices: dict[str, int] = {}
         self._free: dict[str, int] = {}
         self._ttl_override: int | None = None
+        self._capacity_scale = 1
         self._holds: dict[str, Hold] = {}
         self._bookings: dict[str, Booking] = {}
         self._hold_by_client_ref: dict[str, str] = {}
@@ -174,10 +176,30 @@ class Inventory:
     # --- control ---------------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Restore the initial stock, prices and TTLs; forget every hold and booking."""
+        """Restore the initial stock, prices, TTLs and capacities; forget every hold and booking.
+
+        Load mode ends here too (the scale goes back to 1), so a reset between tests never leaves
+        one test's scaled-up stock to the next.
+        """
         self._prices = {o.offer_id: o.price_minor for o in self._catalogue.values()}
-        self._free = {o.offer_id: o.capacity for o in self._catalogue.values()}
         self._ttl_override = None
+        self._capacity_scale = 1
+        self._restock()
+
+    def set_capacity_scale(self, scale: int) -> None:
+        """Load mode: every offer's capacity times `scale`, on a fresh inventory.
+
+        Every hold and booking is forgotten and each offer's whole (scaled) capacity is free again,
+        so `free + held + booked == capacity` holds from the first call on. Prices and the hold TTL
+        override are configuration, not stock: they stay as they are.
+        """
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+            raise Refusal("INVALID_REQUEST", "capacity_scale must be an integer of at least 1")
+        self._capacity_scale = scale
+        self._restock()
+
+    def _restock(self) -> None:
+        self._free = {o.offer_id: self._capacity(o) for o in self._catalogue.values()}
         self._holds.clear()
         self._bookings.clear()
         self._hold_by_client_ref.clear()
@@ -194,6 +216,7 @@ class Inventory:
             "prices": self._prices,
             "free": self._free,
             "ttl_override": self._ttl_override,
+            "capacity_scale": self._capacity_scale,
             "holds": self._holds,
             "bookings": self._bookings,
             "hold_by_client_ref": self._hold_by_client_ref,
@@ -207,6 +230,8 @@ class Inventory:
         self._prices = dict(snapshot["prices"])
         self._free = dict(snapshot["free"])
         self._ttl_override = snapshot["ttl_override"]
+        # Snapshots written before load mode existed were all at scale 1.
+        self._capacity_scale = snapshot.get("capacity_scale", 1)
         self._holds = dict(snapshot["holds"])
         self._bookings = dict(snapshot["bookings"])
         self._hold_by_client_ref = dict(snapshot["hold_by_client_ref"])
@@ -226,6 +251,16 @@ class Inventory:
         if seconds is not None and seconds < 0:
             raise Refusal("INVALID_REQUEST", "hold_ttl_seconds must not be negative")
         self._ttl_override = seconds
+
+    @property
+    def hold_ttl_override(self) -> int | None:
+        """The TTL every hold gets now (None: each kind's default)."""
+        return self._ttl_override
+
+    @property
+    def capacity_scale(self) -> int:
+        """What every offer's catalogue capacity is multiplied by (1 unless in load mode)."""
+        return self._capacity_scale
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -258,7 +293,7 @@ class Inventory:
                 offer_id=offer.offer_id,
                 supplier=offer.supplier,
                 kind=offer.kind,
-                capacity=offer.capacity,
+                capacity=self._capacity(offer),
                 free=self._free[offer.offer_id],
                 held=sum(
                     h.quantity
@@ -435,7 +470,12 @@ class Inventory:
     def _view(self, offer_id: str) -> OfferView:
         offer = self._catalogue[offer_id]
         ttl = offer.hold_ttl_seconds if self._ttl_override is None else self._ttl_override
-        return OfferView(offer, self._prices[offer_id], self._free[offer_id], ttl)
+        return OfferView(
+            offer, self._prices[offer_id], self._free[offer_id], ttl, self._capacity(offer)
+        )
+
+    def _capacity(self, offer: Offer) -> int:
+        return offer.capacity * self._capacity_scale
 
     def _find_hold(self, ref: str) -> Hold | None:
         """Resolve any reference a client may hold: hold ref, booking ref, or a client ref."""

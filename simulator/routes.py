@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from simulator import schemas
 from simulator.catalog import Kind
 from simulator.faults import Operation
+from simulator.inventory import Inventory
 from simulator.service import Simulator
 
 
@@ -138,7 +139,20 @@ async def set_price(
     return schemas.offer_json(view)
 
 
+@control_router.get("/config")
+async def read_config(simulator: SimulatorDep) -> schemas.JSON:
+    return await simulator.read(schemas.config_json)
+
+
 @control_router.post("/config")
 async def configure(simulator: SimulatorDep, body: schemas.ConfigBody) -> schemas.JSON:
-    await simulator.change(lambda inventory: inventory.set_hold_ttl(body.hold_ttl_seconds))
-    return {"hold_ttl_seconds": body.hold_ttl_seconds}
+    """Change the fields given, in one step; answers the configuration now in force."""
+
+    def apply(inventory: Inventory) -> schemas.JSON:
+        if body.capacity_scale is not None:  # first: it restocks, the TTL then applies to all
+            inventory.set_capacity_scale(body.capacity_scale)
+        if "hold_ttl_seconds" in body.model_fields_set:
+            inventory.set_hold_ttl(body.hold_ttl_seconds)
+        return schemas.config_json(inventory)
+
+    return await simulator.change(apply)

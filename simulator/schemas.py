@@ -8,10 +8,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from simulator.faults import ANY, Fault, Mode, Phase
-from simulator.inventory import Booking, Cancellation, Hold, Ledger, OfferView, Quote, Release
+from simulator.inventory import (
+    Booking,
+    Cancellation,
+    Hold,
+    Inventory,
+    Ledger,
+    OfferView,
+    Quote,
+    Release,
+)
 
 JSON = dict[str, Any]
 
@@ -66,7 +75,20 @@ class PriceBody(_Body):
 
 
 class ConfigBody(_Body):
+    """Only the fields present change: `{"capacity_scale": 10}` leaves the hold TTL alone."""
+
+    #: Every hold's TTL in seconds; `null` restores each kind's default.
     hold_ttl_seconds: int | None = Field(default=None, ge=0)
+    #: Load mode: every offer's capacity times this, on a fresh inventory (1 is the catalogue).
+    capacity_scale: int | None = Field(default=None, ge=1, strict=True)
+
+    @field_validator("capacity_scale", mode="before")
+    @classmethod
+    def _scale_is_not_null(cls, value: object) -> object:
+        # Absent means "leave it"; an explicit null is neither that nor a scale.
+        if value is None:
+            raise ValueError("capacity_scale must be an integer of at least 1, not null")
+        return value
 
 
 def rfc3339(moment: datetime) -> str:
@@ -89,7 +111,7 @@ def offer_json(view: OfferView) -> JSON:
         "supplier": offer.supplier,
         "description": offer.description,
         "price": money(view.price_minor, offer.currency),
-        "capacity": offer.capacity,
+        "capacity": view.capacity,
         "capacity_left": view.capacity_left,
         "cancellation": offer.cancellation.as_json(),
         "hold_ttl_seconds": view.hold_ttl_seconds,
@@ -152,6 +174,13 @@ def cancellation_json(cancellation: Cancellation) -> JSON:
         "status": cancellation.status,
         "fee": money(booking.cancellation_fee_minor, booking.currency),
         "price": money(booking.price_minor, booking.currency),
+    }
+
+
+def config_json(inventory: Inventory) -> JSON:
+    return {
+        "hold_ttl_seconds": inventory.hold_ttl_override,
+        "capacity_scale": inventory.capacity_scale,
     }
 
 

@@ -93,7 +93,7 @@ class SimulatorControl:
     http: httpx.AsyncClient
 
     async def reset(self) -> None:
-        """Initial stock, prices and TTLs back; holds, bookings and faults gone."""
+        """Initial stock, prices, TTLs and capacities back; holds, bookings and faults gone."""
         (await self.http.post("/_sim/reset")).raise_for_status()
         (await self.http.delete("/_sim/faults")).raise_for_status()
 
@@ -159,6 +159,13 @@ class SimulatorControl:
         """Override every hold TTL (None restores the per-kind defaults)."""
         response = await self.http.post("/_sim/config", json={"hold_ttl_seconds": seconds})
         response.raise_for_status()
+
+    async def set_capacity_scale(self, scale: int) -> dict[str, Any]:
+        """Load mode: every capacity times `scale`, on a fresh inventory; answers the config."""
+        response = await self.http.post("/_sim/config", json={"capacity_scale": scale})
+        response.raise_for_status()
+        config: dict[str, Any] = response.json()
+        return config
 
     async def assert_inventory_adds_up(self) -> None:
         """Contract invariant 5: `free + held + booked == capacity` for every offer."""

@@ -268,6 +268,69 @@ def test_reset_restores_stock_prices_and_ttls(inventory: Inventory) -> None:
     assert inventory.release("h").status == "absent"
 
 
+def catalog_capacity(offer_id: str) -> int:
+    return next(o.capacity for o in catalog.default_offers() if o.offer_id == offer_id)
+
+
+def test_capacity_scale_multiplies_every_capacity_on_a_fresh_inventory(
+    inventory: Inventory,
+) -> None:
+    inventory.hold(LAST_SEAT, 1, "h1")
+    inventory.hold(FLIGHT, 2, "h2")
+    inventory.confirm("h2")
+    inventory.set_capacity_scale(10)
+    for row in inventory.ledger().stock:
+        expected = 10 * catalog_capacity(row.offer_id)
+        assert (row.capacity, row.free, row.held, row.booked) == (expected, expected, 0, 0)
+        assert inventory.offer(row.offer_id).capacity == expected
+    assert inventory.ledger().holds == () and inventory.ledger().bookings == ()
+    assert inventory.release("h1").status == "absent"
+    for n in range(10):
+        inventory.hold(LAST_SEAT, 1, f"seat-{n}")
+    assert refusal_code(lambda: inventory.hold(LAST_SEAT, 1, "seat-10")) == "SOLD_OUT"
+
+
+def test_capacity_scale_keeps_prices_and_ttl_but_reset_ends_load_mode(
+    inventory: Inventory,
+) -> None:
+    inventory.set_price(FLIGHT, 1)
+    inventory.set_hold_ttl(5)
+    inventory.set_capacity_scale(3)
+    view = inventory.offer(FLIGHT)
+    assert (view.price_minor, view.hold_ttl_seconds, view.capacity, view.capacity_left) == (
+        1,
+        5,
+        27,
+        27,
+    )
+    inventory.reset()
+    assert inventory.capacity_scale == 1
+    assert (inventory.offer(FLIGHT).capacity, inventory.offer(FLIGHT).capacity_left) == (9, 9)
+
+
+@pytest.mark.parametrize("scale", [0, -1, True, 2.0, "3", None])
+def test_capacity_scale_below_one_or_not_an_integer_is_refused(
+    inventory: Inventory, scale: object
+) -> None:
+    inventory.hold(FLIGHT, 1, "kept")
+    assert refusal_code(lambda: inventory.set_capacity_scale(scale)) == "INVALID_REQUEST"  # type: ignore[arg-type]
+    assert inventory.capacity_scale == 1 and stock(inventory, FLIGHT) == (8, 1, 0)
+
+
+def test_capacity_scale_survives_a_snapshot_and_old_snapshots_are_at_scale_one(
+    inventory: Inventory, clock: FakeClock
+) -> None:
+    inventory.set_capacity_scale(4)
+    inventory.hold(LAST_SEAT, 3, "h")
+    snapshot = inventory.snapshot()
+    restored = Inventory(catalog.default_offers(), clock, random.Random(1))
+    restored.restore(snapshot)
+    assert restored.capacity_scale == 4 and stock(restored, LAST_SEAT) == (1, 3, 0)
+    fresh = Inventory(catalog.default_offers(), clock, random.Random(1)).snapshot()
+    restored.restore({key: value for key, value in fresh.items() if key != "capacity_scale"})
+    assert restored.capacity_scale == 1 and stock(restored, LAST_SEAT) == (1, 0, 0)
+
+
 def test_ttl_override_applies_to_every_kind(inventory: Inventory, clock: FakeClock) -> None:
     inventory.set_hold_ttl(2)
     inventory.hold(FLIGHT, 1, "h")
@@ -374,6 +437,13 @@ class InventoryMachine(RuleBasedStateMachine):
     @rule()
     def sweep(self) -> None:
         self.inventory.expire_due()
+
+    @rule(scale=st.sampled_from([1, 2, 5]))
+    def rescale(self, scale: int) -> None:
+        self.inventory.set_capacity_scale(scale)
+        self.expected.hold_of.clear()
+        for row in self.inventory.ledger().stock:
+            assert row.free == row.capacity == scale * catalog_capacity(row.offer_id), row
 
     @invariant()
     def units_add_up(self) -> None:
