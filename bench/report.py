@@ -132,25 +132,45 @@ def table(results: Json) -> str:
             f"| {figures['via']} | {_ms(figures['latency_ms'], 'p50', 'p95')} "
             f"| {_history(figures, 'events')} | {_history(figures, 'bytes', 1, 1000)} |"
         )
-    held = results.get("open_bookings")
-    if held:
-        idle = held["idle_cpu_seconds_per_second"]
+    opens = [results[key] for key in ("open_bookings", "open_3ds") if results.get(key)]
+    if opens:
         lines += [
             "",
-            "| open bookings (3-D Secure, waiting) | value |",
-            "|---|---|",
-            f"| waiting / submitted | {held['waiting']} / {held['bookings']} "
-            f"(submitted in {held['submit_seconds']} s) |",
-            f"| worker RSS before / open / after cancel | {held['worker_rss_mib_before']} / "
-            f"{held['worker_rss_mib_open_after_idle']} / "
-            f"{held['worker_rss_mib_after_cancel']} MiB "
-            f"({held['worker_rss_kib_per_open_booking']} KiB per open booking) |",
-            f"| CPU while they wait, s per s: worker / server / Stripe | {idle['worker']} / "
-            f"{idle['temporal']} / {idle['stripe']} |",
-            f"| cancel p50 / p99 ms | {_ms(held['cancel_ms'], 'p50', 'p99')} "
-            f"(all in {held['cancel_seconds']} s) |",
+            "| bookings left open | " + " | ".join(o["waiting_for"] for o in opens) + " |",
         ]
+        lines += ["|---|" + "---|" * len(opens)]
+        for label, cell in _open_rows():
+            lines.append(f"| {label} | " + " | ".join(cell(held) for held in opens) + " |")
     return "\n".join(lines)
+
+
+def _open_rows() -> list[tuple[str, Callable[[Json], str]]]:
+    def idle(held: Json) -> str:
+        rate = held["idle_cpu_seconds_per_second"]
+        return " / ".join(str(rate[name]) for name in ("worker", "temporal", "stripe"))
+
+    return [
+        (
+            "waiting when measured / submitted",
+            lambda h: (
+                f"{h['waiting_when_measured']} / {h['bookings']} "
+                f"(submitted in {h['submit_seconds']} s)"
+            ),
+        ),
+        (
+            "worker RSS before / open / after cancel, MiB",
+            lambda h: (
+                f"{h['worker_rss_mib_before']} / {h['worker_rss_mib_open_after_idle']} / "
+                f"{h['worker_rss_mib_after_cancel']}"
+            ),
+        ),
+        ("worker RSS per open booking, KiB", lambda h: str(h["worker_rss_kib_per_open_booking"])),
+        ("CPU while they wait, s per s: worker / server / Stripe", idle),
+        (
+            "cancel p50 / p99 ms (all cancelled in)",
+            lambda h: f"{_ms(h['cancel_ms'], 'p50', 'p99')} ({h['cancel_seconds']} s)",
+        ),
+    ]
 
 
 def plot(results: Json, path: Path) -> None:

@@ -12,19 +12,22 @@ same Temporal dev server, warms all three up, then, for each concurrency C:
 - the floor (bench/floor_workflow.py): the same durable shape with no-op activities;
 - the peer (bench/peer.py): the same saga in-process through Passage's own adapters.
 
-The simulator's inventory is reset (load mode again) before each Passage phase. Then the growth
-runs (itineraries of 1, 3, 6, 12 items, one at a time) and the open-bookings run (M bookings paid
-with the 3-D Secure card left waiting for the customer; the worker's memory, the cost of waiting,
-then every one cancelled). CPU seconds are read from /proc before and after each phase.
+Both emulators are emptied before each phase (bench.run.Bench.fresh_emulators). Then the growth
+runs (itineraries of 1, 3, 6, 12 items, one at a time) and two open-bookings runs: M bookings left
+waiting for the customer to accept a changed price (a timer: the worker's memory per open booking)
+and K paid with the 3-D Secure card left waiting for authentication (each re-reads its
+PaymentIntent every 10 s: what waiting costs); each time the worker's memory and CPU are read
+while they wait, then every one is cancelled. CPU seconds are read from /proc before and after
+each phase.
 
 Prints one table, writes the figures and every Passage/floor and Passage/peer ratio (computed from
 figures of this run) to bench/results.json, and plots throughput and latency against concurrency
 for the three systems to docs/bench.png.
 
     python -m bench.run [--bookings N] [--concurrency 1,10,50] [--open-bookings M]
-                        [--growth 1,3,6,12] [--results PATH] [--plot PATH]
+                        [--open-3ds K] [--growth 1,3,6,12] [--results PATH] [--plot PATH]
 
-Environment: BENCH_BOOKINGS, BENCH_CONCURRENCY, BENCH_WARMUP, BENCH_OPEN_BOOKINGS,
+Environment: BENCH_BOOKINGS, BENCH_CONCURRENCY, BENCH_WARMUP, BENCH_OPEN_BOOKINGS, BENCH_OPEN_3DS,
 BENCH_OPEN_IDLE_SECONDS, BENCH_GROWTH, BENCH_GROWTH_BOOKINGS, BENCH_POLL_INTERVAL,
 BENCH_CAPACITY_SCALE, BENCH_KEEP (keep the state directory and print where it is).
 """
@@ -71,6 +74,7 @@ from bench.measure import (
     throughput,
 )
 from bench.passage_load import (
+    SETTLED,
     BookingRun,
     DirectBookings,
     Item,
@@ -115,6 +119,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--open-bookings", "-m", type=int, default=int(env("BENCH_OPEN_BOOKINGS", "1000"))
     )
+    parser.add_argument(
+        "--open-3ds", type=int, default=int(env("BENCH_OPEN_3DS", "100")),
+        help="bookings left waiting for 3-D Secure (each re-reads its PaymentIntent every 10 s)",
+    )  # fmt: skip
     parser.add_argument(
         "--open-idle-seconds", type=float, default=float(env("BENCH_OPEN_IDLE_SECONDS", "20"))
     )
@@ -359,32 +367,55 @@ async def growth_phase(bench: Bench, size: int, n: int) -> Json:
     return figures
 
 
-async def open_phase(bench: Bench, m: int) -> Json:
-    """M bookings left waiting for 3-D Secure: the worker's memory and the cost of waiting."""
+@dataclass(frozen=True)
+class Wait:
+    """How a booking is left open: what it waits for and how it is made to."""
+
+    name: str
+    status: str
+    card: str
+    #: Minor units taken off the first item's shown price: the quote then differs from it.
+    price_offset: int = 0
+
+
+#: Waiting for the customer to accept a changed price: a timer, nothing polled.
+PRICE_WAIT = Wait("price acceptance", "AWAITING_PRICE_ACCEPTANCE", CARD_OK, price_offset=100)
+#: Waiting for 3-D Secure: holds and an authorization in place, the PaymentIntent re-read every
+#: 10 s (workflows/booking.py PAYMENT_POLL_SECONDS) until the customer authenticates.
+PAYMENT_WAIT = Wait("3-D Secure", "AWAITING_PAYMENT_ACTION", CARD_3DS)
+
+
+async def open_phase(bench: Bench, m: int, wait: Wait) -> Json:
+    """M bookings left waiting: the worker's memory, what waiting costs, then all cancelled."""
     await bench.fresh_emulators()
     worker = bench.engine.children()["worker"]
     rss_before = rss_bytes(worker)
-    card = bench.cards[CARD_3DS]
+    card = bench.cards[wait.card]
+    items = bench.items(3)
+    offer, price, optional = items[0]
+    items[0] = (offer, {**price, "amount": price["amount"] - wait.price_offset}, optional)
 
     def waiting(view: Json) -> bool:
-        return view["status"] in ("AWAITING_PAYMENT_ACTION", "CONFIRMED", "FAILED", "CANCELLED")
+        return view["status"] == wait.status or view["status"] in SETTLED
 
     async def one(index: int) -> BookingRun:
-        run = await bench.customers.create(f"open-{index}", bench.items(3), card)
+        run = await bench.customers.create(f"open-{index}", items, card)
         await bench.customers.wait(run, waiting, interval=OPEN_POLL_SECONDS)
         return run
 
-    runs, submit_wall = await closed_loop(f"{m} open bookings", m, OPEN_CONCURRENCY, one)
-    open_runs = [run for run in runs if run.status == "AWAITING_PAYMENT_ACTION"]
+    label = f"{m} bookings left waiting for {wait.name}"
+    runs, submit_wall = await closed_loop(label, m, OPEN_CONCURRENCY, one)
+    open_runs = [run for run in runs if run.status == wait.status]
+    # Counted by Temporal when the memory is read: a wait may have timed out meanwhile.
+    query = f'BookingStatus="{wait.status}"'
+    still_open = await bench.temporal.count_workflows(query)
     rss_open = rss_bytes(worker)
     idle_seconds = bench.args.open_idle_seconds
-    log(f"  {len(open_runs)} bookings wait for 3-D Secure; {idle_seconds:.0f} s of waiting")
+    log(f"  {still_open.count} bookings wait for {wait.name}; {idle_seconds:.0f} s of waiting")
     with CpuPhase(bench.passage_meter()) as idle:
-        await asyncio.sleep(bench.args.open_idle_seconds)
+        await asyncio.sleep(idle_seconds)
     rss_idle = rss_bytes(worker)
-    idle_rate = {
-        name: round(value / bench.args.open_idle_seconds, 3) for name, value in idle.spent.items()
-    }
+    idle_rate = {name: round(value / idle_seconds, 3) for name, value in idle.spent.items()}
 
     async def cancel(index: int) -> tuple[int, float, str]:
         return await bench.customers.cancel(open_runs[index])
@@ -393,21 +424,28 @@ async def open_phase(bench: Bench, m: int) -> Json:
     rss_after = rss_bytes(worker)
     mib = 1024 * 1024
     return {
+        "waiting_for": wait.name,
         "bookings": m,
         "waiting": len(open_runs),
+        "waiting_when_measured": still_open.count,
         "not_waiting": dict(
             Counter(run.status or "not started" for run in runs if run not in open_runs)
         ),
+        "problems": [run.problem for run in runs if run.problem][:5],
         "submit_seconds": round(submit_wall, 1),
         "worker_rss_mib_before": round(rss_before / mib, 1),
         "worker_rss_mib_open": round(rss_open / mib, 1),
         "worker_rss_mib_open_after_idle": round(rss_idle / mib, 1),
         "worker_rss_mib_after_cancel": round(rss_after / mib, 1),
         "worker_rss_kib_per_open_booking": round(
-            (rss_idle - rss_before) / 1024 / max(len(open_runs), 1), 1
+            (rss_idle - rss_before) / 1024 / max(still_open.count, 1), 1
         ),
-        "idle_seconds": bench.args.open_idle_seconds,
+        "idle_seconds": idle_seconds,
         "idle_cpu_seconds_per_second": idle_rate,
+        "idle_cpu_ms_per_second_per_open_booking": {
+            name: round(1000 * value / max(still_open.count, 1), 3)
+            for name, value in idle_rate.items()
+        },
         "cancel_ms": latency_ms([seconds for _, seconds, _ in cancels]),
         "cancel_seconds": round(cancel_wall, 1),
         "cancel_answers": dict(Counter(f"{status} {state}" for status, _, state in cancels)),
@@ -532,9 +570,13 @@ async def bench_main(args: argparse.Namespace, engine: Engine, floor_worker: Flo
                 results["growth"][f"items_{size}"] = await growth_phase(
                     bench, size, args.growth_bookings
                 )
-            if args.open_bookings:
-                log(f"open bookings: {args.open_bookings} paid with the 3-D Secure card")
-                results["open_bookings"] = await open_phase(bench, args.open_bookings)
+            for key, count, wait in (
+                ("open_bookings", args.open_bookings, PRICE_WAIT),
+                ("open_3ds", args.open_3ds, PAYMENT_WAIT),
+            ):
+                if count:
+                    log(f"open bookings: {count} left waiting for {wait.name}")
+                    results[key] = await open_phase(bench, count, wait)
             results["ratios"] = ratios(results)
             return results
         finally:
@@ -590,6 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "concurrency": args.concurrency,
             "warmup": args.warmup,
             "open_bookings": args.open_bookings,
+            "open_3ds": args.open_3ds,
             "open_idle_seconds": args.open_idle_seconds,
             "growth": args.growth,
             "growth_bookings": args.growth_bookings,

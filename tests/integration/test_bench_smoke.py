@@ -66,7 +66,7 @@ def test_a_tiny_bench_reports_every_figure_and_ratio(tmp_path: Path) -> None:
         [sys.executable, "-m", "bench.run", "--bookings", "3", "--warmup", "2"]
         + ["--concurrency", ",".join(map(str, CONCURRENCY))]
         + ["--growth", ",".join(map(str, GROWTH)), "--growth-bookings", "1"]
-        + ["--open-bookings", str(OPEN), "--open-idle-seconds", "1"]
+        + ["--open-bookings", str(OPEN), "--open-3ds", str(OPEN), "--open-idle-seconds", "1"]
         + ["--results", str(results_path), "--plot", str(plot_path)],
         cwd=REPO_ROOT,
         env=env,
@@ -102,11 +102,14 @@ def test_a_tiny_bench_reports_every_figure_and_ratio(tmp_path: Path) -> None:
         assert growth["items"] == size and growth["confirmed"] == 1, growth
         assert growth["history"]["activities"] > 0
     assert results["growth"]["items_11"]["via"].startswith("temporal")
-    held = results["open_bookings"]
-    assert held["bookings"] == OPEN and held["waiting"] == OPEN, held
-    answers = held["cancel_answers"]
-    assert sum(answers.values()) == OPEN and all(a.startswith(("200 ", "202 ")) for a in answers)
-    assert held["worker_rss_mib_open"] > 0
+    for key, waiting_for in (("open_bookings", "price acceptance"), ("open_3ds", "3-D Secure")):
+        held = results[key]
+        assert held["waiting_for"] == waiting_for, held
+        assert held["bookings"] == held["waiting"] == held["waiting_when_measured"] == OPEN, held
+        answers = held["cancel_answers"]
+        assert sum(answers.values()) == OPEN, held
+        assert all(a.startswith(("200 ", "202 ")) for a in answers), held
+        assert held["worker_rss_mib_open"] > 0
 
     png = plot_path.read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
