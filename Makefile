@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install lint test up demo chaos smoke clean
+.PHONY: install lint test up demo chaos bench smoke clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ demo: install
 
 chaos: install
 	$(PY) -m bench.chaos
+
+bench: install
+	$(PY) -m bench.run
 
 smoke:
 	python3 ../shared/contract-smoke

@@ -29,14 +29,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,20 +46,25 @@ from typing import Any
 
 import httpx
 
+from bench.engine import (
+    CARD_3DS,
+    CARD_DECLINED,
+    CARD_NAMES,
+    CARD_OK,
+    REPO_ROOT,
+    STRIPE_KEY,
+    Engine,
+    booking_body,
+    payment_intent_event,
+    payment_methods,
+    signed,
+)
+
 Json = dict[str, Any]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-STRIPE_KEY = "sk_test_passage"
-#: The development webhook secret (passage.settings.DEV_SECRETS), which the launcher's children use.
-WEBHOOK_SECRET = "whsec_passage_dev"
-CARD_OK = "4242424242424242"
-CARD_DECLINED = "4000000000000341"
-CARD_3DS = "4000002500003155"
 KINDS = ("flight", "hotel", "cruise", "ferry", "activity")
 SETTLED = {"CONFIRMED", "FAILED", "CANCELLED", "NEEDS_ATTENTION"}
 IN_CONFIRMATION = {"CONFIRMING", "CAPTURING"}
-READY_TIMEOUT = 120.0
-STOP_TIMEOUT = 90.0
 #: How long the API may be unreachable (the engine restart) before a call gives up.
 UNREACHABLE_FOR = 150.0
 #: How long one booking may take to settle while the chaos goes on.
@@ -81,127 +83,6 @@ OPERATIONS = ("quote", "hold", "confirm", "cancel", "release")
 
 def log(message: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-# --- the engine ----------------------------------------------------------------------------------
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-class Engine:
-    """The `make up` launcher on free ports and a temporary state directory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.state_dir = root / "state"
-        self.output = root / "launcher.log"
-        ports = _free_ports(5)
-        self.env = {
-            name: value
-            for name, value in os.environ.items()
-            if not name.startswith("PASSAGE_") and name != "DATABASE_URL"
-        }
-        self.env.update(
-            {
-                "PASSAGE_ENV": "development",
-                # One load generator on one address: the public rate limits would throttle it.
-                "PASSAGE_RATE_LIMIT_CLIENT_PER_SECOND": "0",
-                "PASSAGE_RATE_LIMIT_BOOKING_PER_SECOND": "0",
-                "PASSAGE_STATE_DIR": str(self.state_dir),
-                "PASSAGE_API_PORT": str(ports[0]),
-                "PASSAGE_TEMPORAL_PORT": str(ports[1]),
-                "PASSAGE_TEMPORAL_UI_PORT": str(ports[2]),
-                "PASSAGE_SIMULATOR_PORT": str(ports[3]),
-                "PASSAGE_STRIPE_PORT": str(ports[4]),
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def url(self, variable: str) -> str:
-        return f"http://127.0.0.1:{self.env[variable]}"
-
-    @property
-    def api(self) -> str:
-        return self.url("PASSAGE_API_PORT")
-
-    @property
-    def simulator(self) -> str:
-        return self.url("PASSAGE_SIMULATOR_PORT")
-
-    @property
-    def stripe(self) -> str:
-        return self.url("PASSAGE_STRIPE_PORT")
-
-    def kept(self, name: str) -> str:
-        return (self.state_dir / name).read_text().strip()
-
-    def start(self) -> float:
-        """Start the launcher and wait until it is ready; returns the seconds it took."""
-        started = time.monotonic()
-        offset = self.output.stat().st_size if self.output.exists() else 0
-        with self.output.open("ab") as output:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "passage.devstack"],
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = started + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"the launcher exited with {self.process.returncode}:\n{self.tail()}"
-                )
-            if "\nready\n" in self.log()[offset:]:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{self.api}/readyz", timeout=2).status_code == 200:
-                        return time.monotonic() - started
-            time.sleep(0.25)
-        raise RuntimeError(f"the engine was not ready after {READY_TIMEOUT:.0f} s:\n{self.tail()}")
-
-    def stop(self) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.kill_everything()
-            return None
-
-    def children(self) -> dict[str, int]:
-        recorded = json.loads((self.state_dir / "pids").read_text())
-        return {name: int(entry["pid"]) for name, entry in recorded["services"].items()}
-
-    def kill_everything(self) -> None:
-        """Clean-up after a failure: the launcher and the children it recorded."""
-        pids: list[int] = []
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            pids = list(self.children().values())
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-
-    def log(self) -> str:
-        return self.output.read_text(errors="replace") if self.output.exists() else ""
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log().splitlines()[-lines:])
 
 
 # --- one booking ---------------------------------------------------------------------------------
@@ -237,13 +118,6 @@ class Run:
     @property
     def accepted_cancel(self) -> bool:
         return any(200 <= status < 300 for _, status, _ in self.cancels)
-
-
-def _signed(event: Json, secret: str) -> tuple[bytes, str]:
-    body = json.dumps(event, sort_keys=True).encode()
-    stamp = int(time.time())
-    signature = hmac.new(secret.encode(), b"%d.%s" % (stamp, body), hashlib.sha256).hexdigest()
-    return body, f"t={stamp},v1={signature}"
 
 
 class Campaign:
@@ -305,21 +179,7 @@ class Campaign:
 
     # set-up
     async def prepare(self, sim: httpx.AsyncClient, stripe: httpx.AsyncClient) -> None:
-        for card in (CARD_OK, CARD_DECLINED, CARD_3DS):
-            response = await self.call(
-                stripe,
-                "POST",
-                "/v1/payment_methods",
-                data={
-                    "type": "card",
-                    "card[number]": card,
-                    "card[exp_month]": "12",
-                    "card[exp_year]": "2034",
-                    "card[cvc]": "123",
-                },
-            )
-            response.raise_for_status()
-            self.cards[card] = response.json()["id"]
+        self.cards = await payment_methods(stripe, (CARD_OK, CARD_DECLINED, CARD_3DS))
         for kind in KINDS:
             response = await self.call(sim, "GET", "/offers", params={"kind": kind})
             response.raise_for_status()
@@ -370,27 +230,11 @@ class Campaign:
 
     def body(self, plan: Plan) -> Json:
         prices = {o["offer_id"]: o["price"] for kind in KINDS for o in self.offers[kind]}
-        return {
-            "customer": {"email": f"chaos-{plan.index}@example.com", "name": "Chaos Customer"},
-            "travellers": [
-                {
-                    "first_name": "Chaos",
-                    "last_name": f"Traveller{plan.index}",
-                    "birth_date": "1990-12-10",
-                    "document_number": f"X{plan.index:07d}",
-                }
-            ],
-            "items": [
-                {
-                    "offer_id": offer_id,
-                    "quantity": 1,
-                    "expected_price": prices[offer_id],
-                    "optional": optional,
-                }
-                for offer_id, optional in zip(plan.offers, plan.optional, strict=True)
-            ],
-            "payment": {"payment_method": self.cards[plan.card]},
-        }
+        items = [
+            (offer_id, prices[offer_id], optional)
+            for offer_id, optional in zip(plan.offers, plan.optional, strict=True)
+        ]
+        return booking_body(f"chaos-{plan.index}", items, self.cards[plan.card])
 
     # the customers
     async def drive(
@@ -469,29 +313,12 @@ class Campaign:
         )
         if response.status_code >= 400:  # cancelled meanwhile: the intent is gone
             return
-        event = {
-            "id": f"evt_{uuid.uuid4().hex}",
-            "object": "event",
-            "type": "payment_intent.amount_capturable_updated",
-            "created": int(time.time()),
-            "api_version": "2017-08-15",
-            "data": {
-                "object": {
-                    "id": intent_id,
-                    "object": "payment_intent",
-                    "metadata": {"booking_id": run.booking_id},
-                }
-            },
-        }
+        event = payment_intent_event(
+            intent_id, run.booking_id, "payment_intent.amount_capturable_updated"
+        )
         for _ in range(2 if run.plan.duplicate_webhook else 1):
-            body, signature = _signed(event, WEBHOOK_SECRET)
-            await self.call(
-                api,
-                "POST",
-                "/webhooks/stripe",
-                content=body,
-                headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
-            )
+            body, headers = signed(event)
+            await self.call(api, "POST", "/webhooks/stripe", content=body, headers=headers)
 
     # the chaos
     async def chaos(self, sim: httpx.AsyncClient) -> None:
@@ -617,19 +444,10 @@ class Campaign:
         return time.monotonic() - started
 
     def check(self) -> Json:
-        env = {
-            **self.engine.env,
-            "DATABASE_URL": f"sqlite:///{self.engine.state_dir / 'ledger.sqlite3'}",
-            "PASSAGE_TEMPORAL_ADDRESS": f"127.0.0.1:{self.engine.env['PASSAGE_TEMPORAL_PORT']}",
-            "PASSAGE_SUPPLIER_URL": self.engine.simulator,
-            "PASSAGE_STRIPE_API_BASE": self.engine.stripe,
-            "PASSAGE_CODEC_KEY": self.engine.kept("codec_key"),
-            "PASSAGE_API_SECRET": self.engine.kept("api_secret"),
-        }
         result = subprocess.run(
             [sys.executable, "-c", "from passage.cli import main; main()", "check", "--json"],
             cwd=REPO_ROOT,
-            env=env,
+            env=self.engine.client_env(),
             capture_output=True,
             text=True,
             timeout=600,
@@ -662,10 +480,7 @@ def report(campaign: Campaign, answer: Json, drain: float, elapsed: float) -> li
     refused = Counter(
         message.split(":")[0] for run in runs for _, status, message in run.cancels if status == 409
     )
-    cards = Counter(
-        {CARD_OK: "ok", CARD_DECLINED: "declined", CARD_3DS: "3-D Secure"}[run.plan.card]
-        for run in runs
-    )
+    cards = Counter(CARD_NAMES[run.plan.card] for run in runs)
     sizes = Counter(len(run.plan.offers) for run in runs)
     fault_kinds = (
         "none"
@@ -819,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
         run = plans.get(violation["booking_id"] or "")
         seen = ""
         if run is not None:
-            card = {CARD_OK: "ok", CARD_DECLINED: "declined", CARD_3DS: "3-D Secure"}[run.plan.card]
+            card = CARD_NAMES[run.plan.card]
             seen = f" [card {card}, items {run.plan.offers}, cancels {run.cancels}]"
         print(
             f"VIOLATION {violation['booking_id'] or '-'} {violation['rule']}: "

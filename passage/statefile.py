@@ -39,11 +39,21 @@ class StateFile:
 
     def save(self, state: Any) -> None:
         """Replace the snapshot with `state`, durably, before returning."""
+        self.save_pickled(self.pickled(state))
+
+    @staticmethod
+    def pickled(state: Any) -> bytes:
+        """`state` as `save_pickled` writes it: taken apart from the write, so a service can
+        capture one consistent moment and leave the disk to another thread."""
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def save_pickled(self, data: bytes) -> None:
+        """Replace the snapshot with one made by `pickled`, durably, before returning."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             with partial.open("wb") as out:
-                pickle.dump(state, out, protocol=pickle.HIGHEST_PROTOCOL)
+                out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(partial, self.path)

@@ -6,8 +6,12 @@ and, for a `timeout` fault, lose the answer after the work was done. Sleeps neve
 a slow or timed-out call does not stall the other clients.
 
 With a `StateFile` (`--state-file`, used by `make up`) the inventory and the faults are loaded at
-start and saved after every change, under the lock, before the answer leaves: a restarted
-simulator still has every hold (with its expiry time), booking and fault it had.
+start and saved after every change, before the answer leaves: a restarted simulator still has
+every hold (with its expiry time), booking and fault it had. Saves are group commits: the state
+is pickled under the lock (one consistent moment) and written by a thread outside it, and every
+change made while a write is under way is covered by the next one, so callers arriving together
+share a save instead of queueing for one each (the whole state is written each time: under load,
+one save per call would make the simulator, not the engine it stands in for, the bottleneck).
 """
 
 from __future__ import annotations
@@ -64,6 +68,10 @@ class Simulator:
         self._sleep = sleep
         self._lock = asyncio.Lock()
         self._state_file = state_file
+        #: Changes made so far and the last one a completed save covers (group commit).
+        self._changes = 0
+        self._saved = 0
+        self._saving: asyncio.Task[None] | None = None
         snapshot = None if state_file is None else state_file.load()
         if snapshot is not None:
             self.inventory.restore(snapshot["inventory"])
@@ -73,31 +81,35 @@ class Simulator:
         """Run a read under the lock, after expiring due holds."""
         async with self._lock:
             if self.inventory.expire_due():
-                self._save()
-            return query(self.inventory)
+                self._changed()
+            result = query(self.inventory)
+        await self._durable()
+        return result
 
     async def change(self, command: Callable[[Inventory], T]) -> T:
         """Run a control change (faults, prices, TTLs) under the lock and keep its result."""
-        async with self._lock:
-            self.inventory.expire_due()
-            try:
-                return command(self.inventory)
-            finally:
-                self._save()
+
+        def after_expiry(inventory: Inventory) -> T:
+            inventory.expire_due()
+            return command(inventory)
+
+        return await self._work(after_expiry)
 
     async def reset(self) -> None:
         async with self._lock:
             self.inventory.reset()
             self.faults.clear(reseed=True)
-            self._save()
+            self._changed()
+        await self._durable()
 
     async def sweep(self) -> int:
         """Expire due holds now (the lifespan task calls this so stock frees without traffic)."""
         async with self._lock:
             expired = len(self.inventory.expire_due())
             if expired:
-                self._save()
-            return expired
+                self._changed()
+        await self._durable()
+        return expired
 
     async def perform(
         self,
@@ -122,7 +134,9 @@ class Simulator:
             self.inventory.expire_due()
             fault = self.faults.take(supplier_of(self.inventory), operation)
             if fault is not None:
-                self._save()  # a fault used up by this call stays used up
+                self._changed()  # a fault used up by this call stays used up
+        if fault is not None:
+            await self._durable()
         if fault is None:
             return await self._work(work)
         await self._before_work(fault, operation)
@@ -141,16 +155,46 @@ class Simulator:
         """
         async with self._lock:
             try:
-                return work(self.inventory)
-            finally:
-                self._save()
+                result = work(self.inventory)
+            except Exception as failure:
+                self._changed()
+                error: Exception | None = failure
+            else:
+                self._changed()
+                error = None
+        await self._durable()
+        if error is not None:
+            raise error
+        return result
 
-    def _save(self) -> None:
-        """Keep the state in the state file, if there is one (called under the lock)."""
-        if self._state_file is not None:
-            self._state_file.save(
-                {"inventory": self.inventory.snapshot(), "faults": self.faults.snapshot()}
-            )
+    def _changed(self) -> None:
+        """Note a change that must be saved before its answer leaves (called under the lock)."""
+        self._changes += 1
+
+    async def _durable(self) -> None:
+        """Return once a completed save covers every change made so far (none: at once)."""
+        if self._state_file is None:
+            self._saved = self._changes
+            return
+        wanted = self._changes
+        while self._saved < wanted:
+            if self._saving is None:
+                self._saving = asyncio.create_task(self._save(self._state_file))
+            # Shielded: a caller that goes away does not cut the save short for the others.
+            await asyncio.shield(self._saving)
+
+    async def _save(self, state_file: StateFile) -> None:
+        """One save of the state as it is now; later changes wait for the next one."""
+        try:
+            async with self._lock:
+                covered = self._changes
+                data = state_file.pickled(
+                    {"inventory": self.inventory.snapshot(), "faults": self.faults.snapshot()}
+                )
+            await asyncio.to_thread(state_file.save_pickled, data)
+            self._saved = max(self._saved, covered)
+        finally:
+            self._saving = None
 
     async def _before_work(self, fault: Fault, operation: Operation) -> None:
         if fault.mode is Mode.LATENCY:

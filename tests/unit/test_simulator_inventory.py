@@ -6,12 +6,14 @@ import asyncio
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from passage.statefile import StateFile
 from simulator import catalog
 from simulator.app import create_app
 from simulator.faults import Fault, FaultBook, Mode, Operation, Phase
@@ -578,3 +580,66 @@ async def test_app_lifespan_sweeps_expired_holds_without_any_request() -> None:
                 break
     assert [h.status for h in simulator.inventory.ledger().holds] == [HoldStatus.EXPIRED]
     assert stock(simulator.inventory, CRUISE) == (4, 0, 0)
+
+
+# --- the state file: every answer saved first, concurrent changes sharing a save -----------------
+
+
+class CountingStateFile(StateFile):
+    """A real state file that counts its writes."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.writes = 0
+
+    def save_pickled(self, data: bytes) -> None:
+        self.writes += 1
+        super().save_pickled(data)
+
+
+def saved_client_refs(state: StateFile) -> set[str]:
+    snapshot = state.load()
+    assert snapshot is not None
+    return {hold.client_ref for hold in snapshot["inventory"]["holds"].values()}
+
+
+async def test_each_answer_leaves_after_a_save_and_concurrent_changes_share_saves(
+    tmp_path: Path,
+) -> None:
+    state = CountingStateFile(tmp_path / "simulator.state")
+    simulator = Simulator(clock=FakeClock(), seed=0, sleep=RecordingSleep(), state_file=state)
+    refs = [f"bk_{n}:it_1:hold" for n in range(40)]
+    missing: list[str] = []
+
+    async def hold(ref: str) -> None:
+        await simulator.perform(
+            Operation.HOLD, lambda inv: "aurora-air", lambda inv: inv.hold(FLIGHT, 1, ref)[0]
+        )
+        if ref not in saved_client_refs(state):  # answered, so it must be on disk already
+            missing.append(ref)
+
+    simulator.inventory.set_capacity_scale(10)
+    await asyncio.gather(*(hold(ref) for ref in refs))
+
+    assert missing == []
+    assert saved_client_refs(state) == set(refs)
+    assert 1 <= state.writes < len(refs) / 2
+    restarted = Simulator(clock=FakeClock(), seed=0, sleep=RecordingSleep(), state_file=state)
+    assert stock(restarted.inventory, FLIGHT) == (90 - len(refs), len(refs), 0)
+
+
+async def test_a_refusal_is_saved_before_it_is_answered_too(tmp_path: Path) -> None:
+    state = CountingStateFile(tmp_path / "simulator.state")
+    clock = FakeClock()
+    simulator = Simulator(clock=clock, seed=0, sleep=RecordingSleep(), state_file=state)
+    await simulator.perform(
+        Operation.HOLD, lambda inv: "borealis-airways", lambda inv: inv.hold(LAST_SEAT, 1, "a")
+    )
+    clock.advance(30 * 60)  # the hold expires; the refused confirm below is what expires it
+    with pytest.raises(Refusal):
+        await simulator.perform(
+            Operation.CONFIRM, lambda inv: "borealis-airways", lambda inv: inv.confirm("a")
+        )
+    snapshot = state.load()
+    assert snapshot is not None
+    assert [h.status for h in snapshot["inventory"]["holds"].values()] == [HoldStatus.EXPIRED]
