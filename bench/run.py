@@ -16,9 +16,9 @@ Both emulators are emptied before each phase (bench.run.Bench.fresh_emulators). 
 runs (itineraries of 1, 3, 6, 12 items, one at a time) and two open-bookings runs: M bookings left
 waiting for the customer to accept a changed price (a timer: the worker's memory per open booking)
 and K paid with the 3-D Secure card left waiting for authentication (each re-reads its
-PaymentIntent every 10 s: what waiting costs); each time the worker's memory and CPU are read
-while they wait, then every one is cancelled. CPU seconds are read from /proc before and after
-each phase.
+PaymentIntent after 10 s, then less and less often up to once a minute: what waiting costs); each
+time the worker's memory and CPU are read while they wait, then every one is cancelled. CPU
+seconds are read from /proc before and after each phase.
 
 Prints one table, writes the figures and every Passage/floor and Passage/peer ratio (computed from
 figures of this run) to bench/results.json, and plots throughput and latency against concurrency
@@ -121,7 +121,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--open-3ds", type=int, default=int(env("BENCH_OPEN_3DS", "100")),
-        help="bookings left waiting for 3-D Secure (each re-reads its PaymentIntent every 10 s)",
+        help="bookings left waiting for 3-D Secure (each polls its PaymentIntent now and then)",
     )  # fmt: skip
     parser.add_argument(
         "--open-idle-seconds", type=float, default=float(env("BENCH_OPEN_IDLE_SECONDS", "20"))
