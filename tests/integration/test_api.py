@@ -28,6 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.adapters.sql_store import SqlBookingStore, make_engine
 from api.app import create_app
+from bench.engine import payment_intent_event
 from passage import cli
 from passage.bookings import MEMO_ACCESS_TOKEN_HASH, MEMO_REQUEST_HASH, MEMO_VIEW
 from passage.webhook_events import SqlProcessedWebhookEvents
@@ -143,20 +144,7 @@ def signed(payload: Json, secret: str, timestamp: int | None = None) -> tuple[by
 
 
 def payment_event(event_id: str, event_type: str, intent_id: str, booking_id: str) -> Json:
-    return {
-        "id": event_id,
-        "object": "event",
-        "type": event_type,
-        "created": int(time.time()),
-        "api_version": "2017-08-15",
-        "data": {
-            "object": {
-                "id": intent_id,
-                "object": "payment_intent",
-                "metadata": {"booking_id": booking_id},
-            }
-        },
-    }
+    return payment_intent_event(intent_id, booking_id, event_type, event_id)
 
 
 async def deliver(api: httpx.AsyncClient, event: Json, secret: str) -> httpx.Response:
