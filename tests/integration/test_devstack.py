@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.engine import free_ports
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_SECONDS = 90.0
 STOP_TIMEOUT_SECONDS = 60.0
@@ -105,17 +107,6 @@ class Stack:
                 os.killpg(pid, signal.SIGKILL)
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def _alive(pid: int) -> bool:
     """True while `pid` runs (a zombie awaiting its parent counts as gone)."""
     stat = Path(f"/proc/{pid}/stat")
@@ -157,7 +148,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         for name, value in os.environ.items()
         if not name.startswith("PASSAGE_") and name != "DATABASE_URL"
     }
-    ports = _free_ports(5)
+    ports = free_ports(5)
     env.update(
         {
             "PASSAGE_ENV": "development",  # as `make up` sets it

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -25,6 +26,7 @@ from tests.support.fake_activities import (
 from workflows import search
 from workflows.booking import BookingWorkflow
 from workflows.contracts import (
+    ActivityName,
     BookingView,
     CancelBookingRequest,
     PaymentEvent,
@@ -517,3 +519,27 @@ async def test_a_booking_awaiting_3ds_polls_less_and_less_often(
         await saga.handle.terminate("test done")
     # At 10, 30, 70, 130, 190, 250 and 310 s: 7 reads, where polling every 10 s made 31.
     assert 5 <= polls <= 8, polls
+
+
+async def test_a_booking_writes_no_snapshot_into_its_history(
+    time_skipping_env: WorkflowEnvironment, fake: FakeBookingActivities
+) -> None:
+    """Lean history: the ledger is written by local activities (a marker each, never the snapshot)
+    and the memo is left as the API set it, so the history stays small and linear in items."""
+    async with run_saga(time_skipping_env, fake, booking_request()) as saga:
+        await saga.status(BookingStatus.CONFIRMED)
+        history = await saga.handle.fetch_history()
+        await saga.handle.terminate("test done")
+    scheduled = [
+        event.activity_task_scheduled_event_attributes.activity_type.name
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert ActivityName.RECORD_BOOKING.value not in scheduled
+    assert not any(
+        event.event_type == EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED
+        for event in history.events
+    )
+    markers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    assert len(markers) >= 5  # the patch, then a ledger write per workflow task with a change
+    assert len(fake.snapshots) == len(markers) - 1
