@@ -71,6 +71,9 @@ MEMO_VIEW = "view"
 #: Bookings started since this patch publish once per activation, and write the ledger as a local
 #: activity with no memo upserts (docs/performance.md); older histories replay the old way.
 LEAN_HISTORY_PATCH = "lean-history"
+#: Bookings confirmed since this patch confirm non-cancellable items after the non-refundable ones
+#: (BookingState.confirmation_order); the marker is written only where the order changes.
+UNCANCELLABLE_LAST_PATCH = "uncancellable-last"
 CANCELS = (ErrorType.CANCELLED_BY_CUSTOMER, ErrorType.CANCELLED_BY_STAFF, ErrorType.STOPPED)
 CONFIRMATION_STATUSES = (BookingStatus.CONFIRMING, BookingStatus.CAPTURING)
 
@@ -409,7 +412,11 @@ class BookingWorkflow:
 
     async def _confirm_items(self) -> None:
         self._set_status(BookingStatus.CONFIRMING, "CONFIRM")
-        for group in self._state.confirmation_order(workflow.now()):
+        now = workflow.now()
+        uncancellable_last = self._state.order_puts_uncancellable_last(now) and workflow.patched(
+            UNCANCELLABLE_LAST_PATCH
+        )
+        for group in self._state.confirmation_order(now, uncancellable_last=uncancellable_last):
             await self._each_item(group, self._confirm_item)
         if not self._state.confirmed_items():
             raise SagaFailedError(self._state.first_item_error())

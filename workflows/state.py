@@ -106,12 +106,16 @@ class BookingState:
                 return view.error
         return BookingError("SUPPLIER_REFUSED", "no item could be booked")
 
-    def confirmation_order(self, at: datetime) -> list[list[ItemView]]:
+    def confirmation_order(
+        self, at: datetime, *, uncancellable_last: bool = True
+    ) -> list[list[ItemView]]:
         """Active items grouped by what undoing them would cost, cheapest group first.
 
         Free-to-cancel items are confirmed together, then those that would keep a fee, then the
-        non-cancellable or non-refundable ones one at a time, so a failure late in the order
-        leaves as little as possible to pay for.
+        non-refundable ones one at a time, then the non-cancellable ones one at a time: a failure
+        after a non-refundable item costs its fee, while one after a non-cancellable item leaves a
+        booking nobody can undo. `uncancellable_last=False` is the order before that rule (kept
+        for histories started before UNCANCELLABLE_LAST_PATCH).
         """
         free: list[ItemView] = []
         fee: list[ItemView] = []
@@ -124,7 +128,18 @@ class BookingState:
                 fee.append(view)
             else:
                 free.append(view)
+        if uncancellable_last:
+            final.sort(key=_uncancellable)
         return [group for group in (free, fee) if group] + [[view] for view in final]
+
+    def order_puts_uncancellable_last(self, at: datetime) -> bool:
+        """Whether the uncancellable-last rule changes this booking's confirmation order."""
+
+        def ids(groups: list[list[ItemView]]) -> list[list[str]]:
+            return [[view.item_id for view in group] for group in groups]
+
+        old = self.confirmation_order(at, uncancellable_last=False)
+        return ids(self.confirmation_order(at)) != ids(old)
 
     def cancellable_after_confirmation(self) -> str | None:
         """None when every confirmed item may be cancelled, else why not."""
@@ -205,3 +220,7 @@ class BookingState:
                 SearchAttributePair(search.TOTAL_MINOR, total.amount_minor),
             ]
         )
+
+
+def _uncancellable(view: ItemView) -> bool:
+    return view.cancellation is not None and not view.cancellation.cancellable

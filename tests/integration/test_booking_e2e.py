@@ -31,6 +31,9 @@ from workflows.booking import BookingWorkflow
 from workflows.contracts import CancelBookingRequest
 from workflows.model import BookingStatus, ItemStatus, Money, PaymentStatus
 
+NOT_CANCELLABLE_TICKET = "ac-city-louvre"
+NON_REFUNDABLE_ROOM = "ht-meridian-osl-1n"
+
 
 @pytest.fixture
 async def card(stripe_harness: StripeHarness) -> str:
@@ -88,6 +91,32 @@ async def test_a_sold_out_item_is_compensated_and_the_authorization_voided(
     assert view.payment.status == PaymentStatus.VOIDED
     await simulator.assert_inventory_adds_up()
     await assert_ledger_matches(engine_worker, await handle.result())
+
+
+async def test_a_non_cancellable_item_is_confirmed_last_so_a_failure_before_it_undoes_all(
+    engine_worker: Engine,
+    simulator: SimulatorControl,
+    stripe_harness: StripeHarness,
+    card: str,
+) -> None:
+    # The ticket nobody can cancel comes first in the request; the non-refundable room fails.
+    request = await booking_request(simulator, card, NOT_CANCELLABLE_TICKET, NON_REFUNDABLE_ROOM)
+    await simulator.add_fault(
+        "refuse", supplier="meridian-stays", operation="confirm", code="SOLD_OUT", times=1
+    )
+    handle = await start(engine_worker.client, engine_worker, request)
+    view = await wait_terminal(handle)
+
+    # Confirmed first, the ticket would now be booked for good and the saga stuck on its cancel.
+    assert view.status == BookingStatus.FAILED, view.timeline
+    steps = [(entry.step, entry.outcome) for entry in view.timeline]
+    assert ("CONFIRM it_1", "ok") not in steps
+    holds, bookings = live_rows(await simulator.ledger(), request.booking_id)
+    assert holds == [] and bookings == []
+    assert [
+        pi["status"] for pi in await stripe_harness.payment_intents_for(request.booking_id)
+    ] == ["canceled"]
+    await simulator.assert_inventory_adds_up()
 
 
 async def test_a_booking_cancelled_after_confirmation_refunds_per_terms(

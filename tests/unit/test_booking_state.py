@@ -49,8 +49,18 @@ def test_confirmation_order_puts_the_costly_undos_last() -> None:
         None,
     )
     groups = [[view.item_id for view in group] for group in state.confirmation_order(NOW)]
-    # Free first (together), then those with a fee, then each costly one on its own.
-    assert groups == [["it_3", "it_5"], ["it_2"], ["it_1"], ["it_4"]]
+    # Free first (together), then those with a fee, then each costly one on its own, the
+    # non-cancellable one after the non-refundable one.
+    assert groups == [["it_3", "it_5"], ["it_2"], ["it_4"], ["it_1"]]
+    assert state.order_puts_uncancellable_last(NOW)
+    legacy = state.confirmation_order(NOW, uncancellable_last=False)
+    assert [[view.item_id for view in group] for group in legacy][2:] == [["it_1"], ["it_4"]]
+
+
+def test_the_order_changes_only_where_a_non_cancellable_item_came_first() -> None:
+    already_last = _state(CancellationTerms(refundable=False), CancellationTerms(cancellable=False))
+    assert not already_last.order_puts_uncancellable_last(NOW)
+    assert not _state(CancellationTerms(cancellable=False), None).order_puts_uncancellable_last(NOW)
 
 
 def test_a_fee_that_starts_later_is_free_now() -> None:

@@ -3,7 +3,7 @@
 Committed histories live in tests/histories/; `PASSAGE_RECORD_HISTORIES=1` rewrites them from the
 scenarios below (do that only for a change that is meant to be compatible). A change behind
 `workflow.patched` keeps the histories written before it in a folder named after the patch
-(tests/histories/before-lean-history/), and they replay forever.
+(tests/histories/before-lean-history/, before-uncancellable-last/), and they replay forever.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tests.support.temporal import wait_for_history_event
 from tests.workflows.test_booking_saga import booking_request, run_saga
 from workflows.booking import BookingWorkflow
 from workflows.contracts import CancelBookingRequest, PriceDecision, StaffAction
-from workflows.model import BookingStatus
+from workflows.model import BookingStatus, CancellationTerms
 
 SCENARIOS = [
     "confirmed",
@@ -34,6 +34,7 @@ SCENARIOS = [
     "stopped",
     "price_accepted",
     "optional_failed",
+    "uncancellable_last",
 ]
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
@@ -51,6 +52,10 @@ async def _history(env: WorkflowEnvironment, scenario: str) -> WorkflowHistory:
     if scenario == "price_accepted":
         fake.offers["fl-1"] = Offer(held_unit_price=11_000)
     if scenario == "optional_failed":
+        fake.script["CONFIRM it_2"] = [refuse("SOLD_OUT")]
+    if scenario == "uncancellable_last":
+        fake.offers["fl-1"] = Offer(cancellation=CancellationTerms(cancellable=False))
+        fake.offers["ht-1"] = Offer(cancellation=CancellationTerms(refundable=False))
         fake.script["CONFIRM it_2"] = [refuse("SOLD_OUT")]
     request = booking_request(booking_id=f"bk_replay_{scenario}")
     if scenario == "optional_failed":
