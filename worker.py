@@ -24,7 +24,8 @@ from activities.payments import PaymentActivities
 from activities.records import RecordActivities
 from activities.suppliers import SupplierActivities
 from passage import logs, migrate
-from passage.settings import Settings
+from passage.codec import LedgerCipher
+from passage.settings import WORKER_NEEDS, Settings
 from passage.temporal import connect
 from passage.tuning import WORKER_OPTIONS
 from workflows.booking import BookingWorkflow
@@ -42,7 +43,7 @@ async def booking_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
     ) as http:
         suppliers = SupplierActivities(HttpSupplierClient(http))
         payments = PaymentActivities(gateway)
-        records = RecordActivities(SqlBookingStore(engine))
+        records = RecordActivities(SqlBookingStore(engine, LedgerCipher(settings.ledger_key)))
         worker = Worker(
             client,
             task_queue=settings.task_queue,
@@ -72,7 +73,7 @@ async def booking_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
 
 async def serve(settings: Settings) -> None:
     """Apply pending ledger migrations, then poll until SIGINT or SIGTERM."""
-    migrate.upgrade(settings.database_url)
+    migrate.upgrade(settings.database_url, ledger_key=settings.ledger_key)
     client = await connect(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -88,7 +89,7 @@ async def serve(settings: Settings) -> None:
 
 def main() -> None:
     logs.configure(os.environ.get("PASSAGE_LOG_LEVEL", "INFO"))
-    asyncio.run(serve(Settings.for_process("the worker")))
+    asyncio.run(serve(Settings.for_process("the worker", WORKER_NEEDS)))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # sdk-python issue 300: avoid a crash at interpreter exit

@@ -28,6 +28,7 @@ from api.limits import BodySizeLimit
 from api.rate_limits import Clock, RateLimiter
 from api.routes import admin, bookings, codec, health, webhooks
 from passage.bookings import BookingKeys, BookingService
+from passage.codec import LedgerCipher
 from passage.settings import Settings
 from passage.temporal import connect, data_converter
 from passage.webhook_events import SqlProcessedWebhookEvents
@@ -93,7 +94,7 @@ def _lifespan(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
-        store = SqlBookingStore(engine)
+        store = SqlBookingStore(engine, LedgerCipher(settings.ledger_key))
         keys = BookingKeys(settings.api_secret.encode(), settings.customer_ref_key.encode())
         processed_events = SqlProcessedWebhookEvents(engine)
         state = ApiState(

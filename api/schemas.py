@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from activities.adapters.sql_store import BookingSummary
+from activities.adapters.sql_store import BookingSummary, PersonalData
 from passage.bookings import NewBooking, NewItem, StartedBooking
 from workflows import contracts
 from workflows import model as domain
@@ -532,8 +532,21 @@ class BookingOut(BaseModel):
         return cls(**cls.fields_of(view, staff=False))
 
 
+class CustomerOut(BaseModel):
+    email: str
+    name: str
+
+
+class TravellerOut(BaseModel):
+    first_name: str
+    last_name: str
+    birth_date: str
+    document_hint: str = Field(description="The document number's last characters only.")
+
+
 class AdminBookingOut(BookingOut):
-    """The booking view plus what staff need: the audit trail and where to find the workflow."""
+    """The booking view plus what staff need: the audit trail, where to find the workflow, and
+    the customer and travellers (decrypted from the ledger, which keeps them encrypted)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -542,6 +555,15 @@ class AdminBookingOut(BookingOut):
                     **_BOOKING_EXAMPLE,
                     "workflow_id": "booking-bk_3f9a1c0d5e7b2a4c6d8e0f12",
                     "customer_ref": "cref_9b1d3c2a7e5f4d6c8b0a1e2f3d4c5b6a",
+                    "customer": {"email": "ada@example.com", "name": "Ada Lovelace"},
+                    "travellers": [
+                        {
+                            "first_name": "Ada",
+                            "last_name": "Lovelace",
+                            "birth_date": "1990-12-10",
+                            "document_hint": "4567",
+                        }
+                    ],
                     "audit": _BOOKING_EXAMPLE["timeline"],
                 }
             ]
@@ -550,6 +572,10 @@ class AdminBookingOut(BookingOut):
 
     workflow_id: str
     customer_ref: str
+    customer: CustomerOut | None = Field(
+        default=None, description="Null until the ledger has recorded the booking."
+    )
+    travellers: list[TravellerOut] = Field(default_factory=list)
     audit: list[TimelineEntryOut] = Field(description="Every step and staff action, in order.")
 
     @classmethod
@@ -558,11 +584,26 @@ class AdminBookingOut(BookingOut):
         view: contracts.BookingView,
         audit: Sequence[contracts.TimelineEntry],
         workflow_id: str,
+        personal: PersonalData | None = None,
     ) -> AdminBookingOut:
         return cls(
             **cls.fields_of(view, staff=True),
             workflow_id=workflow_id,
             customer_ref=view.customer_ref,
+            customer=(
+                None
+                if personal is None
+                else CustomerOut(email=personal.customer_email, name=personal.customer_name)
+            ),
+            travellers=[
+                TravellerOut(
+                    first_name=traveller.first_name,
+                    last_name=traveller.last_name,
+                    birth_date=traveller.birth_date,
+                    document_hint=traveller.document_hint,
+                )
+                for traveller in (personal.travellers if personal else ())
+            ],
             audit=[TimelineEntryOut.of(entry, staff=True) for entry in audit],
         )
 

@@ -1,8 +1,9 @@
 """Alembic environment of the ledger.
 
 `passage.migrate` opens the connection (with the app's engine settings and a migration lock) and
-hands it in through `config.attributes["connection"]`; the plain `alembic` command line also works
-and then connects to `sqlalchemy.url` or, when unset, to the settings' `DATABASE_URL`.
+hands it in through `config.attributes["connection"]`, with the ledger's key in
+`config.attributes["ledger_key"]`; the plain `alembic` command line also works and then connects
+to `sqlalchemy.url` or, when unset, to `DATABASE_URL`, with the key from PASSAGE_CODEC_KEY.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from sqlmodel import SQLModel
 
 import activities.adapters.tables  # noqa: F401  (registers the ledger tables on SQLModel.metadata)
 from activities.adapters.sql_store import for_writing, make_engine
-from passage.settings import Settings
+from passage.settings import DATABASE_NEEDS, LEDGER_TOOL_NEEDS, Settings
 
 
 def _database_url() -> str:
-    return context.config.get_main_option("sqlalchemy.url") or Settings().database_url
+    configured = context.config.get_main_option("sqlalchemy.url")
+    return configured or Settings.for_process("alembic", DATABASE_NEEDS).database_url
 
 
 def _run_on(connection: Connection) -> None:
@@ -40,6 +42,9 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run_on(connection)
         return
+    if not context.config.attributes.get("ledger_key"):
+        settings = Settings.for_process("alembic", LEDGER_TOOL_NEEDS - DATABASE_NEEDS)
+        context.config.attributes["ledger_key"] = settings.ledger_key
     engine = for_writing(make_engine(_database_url()))
     try:
         with engine.connect() as own_connection:

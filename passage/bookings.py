@@ -59,7 +59,12 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.adapters.sql_store import BookingSummary, LedgerStore, StoredBooking
+from activities.adapters.sql_store import (
+    BookingSummary,
+    LedgerStore,
+    PersonalData,
+    StoredBooking,
+)
 from passage.settings import Settings
 from passage.webhook_events import ProcessedWebhookEvents
 from workflows import search
@@ -441,6 +446,20 @@ class BookingService:
         recorded = await self._store.events(booking_id)
         last = max((entry.seq for entry in recorded), default=0)
         return recorded + tuple(entry for entry in view.timeline if entry.seq > last)
+
+    async def personal_data(self, booking_id: str) -> PersonalData | None:
+        """The customer and travellers, decrypted from the ledger: staff reads only.
+
+        None when the ledger has not recorded the booking yet (its first write lands with the
+        workflow's first task) or cannot answer now; never logged.
+        """
+        if not is_booking_id(booking_id):
+            return None
+        try:
+            return await self._store.personal_data(booking_id)
+        except SQLAlchemyError as err:
+            log.warning("ledger read failed: no personal data", error=type(err).__name__)
+            return None
 
     async def search(
         self,

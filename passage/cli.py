@@ -6,6 +6,7 @@
     passage bookings resolve ID --note ..
     passage bookings cancel ID [--note ..]
     passage check [--booking ID]
+    passage migrate upgrade|downgrade|current [REVISION] [--database-url URL]
 
 Every command accepts `--json` for the raw answer. The API is `PASSAGE_API_URL` (default
 http://127.0.0.1:8000); the staff key is `PASSAGE_STAFF_KEY`, else the first of
@@ -16,6 +17,13 @@ http://127.0.0.1:8000); the staff key is `PASSAGE_STAFF_KEY`, else the first of
 simulator and Stripe, configured like the worker (`PASSAGE_DATABASE_URL`,
 `PASSAGE_TEMPORAL_ADDRESS`, `PASSAGE_SUPPLIER_URL`, `PASSAGE_STRIPE_API_BASE`, ...); it needs no
 staff key. Exit status 1 when any invariant is broken.
+
+`migrate` is `python -m passage.migrate` (passage.migrate).
+
+Each command demands only the settings it uses, and outside development (`PASSAGE_ENV`) exits 2
+naming the one that is missing: the booking commands a staff key; `check` DATABASE_URL and
+PASSAGE_CODEC_KEY (the workflows' payloads); `migrate` DATABASE_URL, and PASSAGE_CODEC_KEY to
+upgrade or downgrade. None of them needs the API's secrets or the webhook secret.
 """
 
 from __future__ import annotations
@@ -33,9 +41,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from temporalio.service import RPCError
 
 from activities.adapters.sql_store import SqlBookingStore, make_engine
+from passage import migrate
 from passage.checker import Violation, check
+from passage.codec import LedgerCipher
 from passage.collector import CheckSources, TemporalEngineViews, collect
-from passage.settings import Settings
+from passage.settings import LEDGER_TOOL_NEEDS, NO_NEEDS, Settings
 from passage.temporal import connect
 
 Json = dict[str, Any]
@@ -74,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     checker.add_argument("--booking", help="only this booking (default: every booking)")
     checker.set_defaults(command="check")
 
-    for command in (*commands.choices.values(), checker):
+    migration = groups.add_parser("migrate", help="migrate the booking ledger")
+    migrate.add_arguments(migration)
+
+    for command in (*commands.choices.values(), checker, migration):
         command.add_argument("--json", action="store_true", help="print the raw JSON answer")
     return parser
 
@@ -110,9 +123,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    if args.group == "migrate":
+        revision = migrate.run(args)
+        print(json.dumps({"revision": revision}) if args.json else revision or "(empty)")
+        return 0
     if args.group == "check":
-        return asyncio.run(run_check(args, settings))
+        return asyncio.run(
+            run_check(args, Settings.for_process("passage check", LEDGER_TOOL_NEEDS))
+        )
+    settings = Settings.for_process("passage", NO_NEEDS)
     key = os.environ.get("PASSAGE_STAFF_KEY") or next(iter(sorted(settings.staff_key_set)), "")
     if not key:
         print("passage: set PASSAGE_STAFF_KEY to a staff key (make up prints one)", file=sys.stderr)
@@ -182,7 +201,10 @@ async def run_check(args: argparse.Namespace, settings: Settings, out: TextIO = 
             ) as stripe,
         ):
             sources = CheckSources(
-                SqlBookingStore(engine), TemporalEngineViews(client), simulator, stripe
+                SqlBookingStore(engine, LedgerCipher(settings.ledger_key)),
+                TemporalEngineViews(client),
+                simulator,
+                stripe,
             )
             evidence = await collect(sources, [args.booking] if args.booking else None)
     except (httpx.HTTPError, RPCError, SQLAlchemyError, RuntimeError, OSError) as err:
@@ -258,6 +280,16 @@ def _print_view(view: Json, as_json: bool, out: TextIO) -> None:
         return
     print(f"{view['booking_id']}  {view['status']}  (step {view['step']})", file=out)
     print(f"  workflow: {view.get('workflow_id', '-')}", file=out)
+    if view.get("customer"):
+        print(f"  customer: {view['customer']['name']} <{view['customer']['email']}>", file=out)
+    for traveller in view.get("travellers") or []:
+        hint = traveller["document_hint"]
+        hint = f", document ending {hint}" if hint else ""
+        print(
+            f"  traveller: {traveller['first_name']} {traveller['last_name']}, "
+            f"born {traveller['birth_date']}{hint}",
+            file=out,
+        )
     if view.get("error"):
         print(f"  error: {view['error']['type']}: {view['error']['message']}", file=out)
     if view.get("attention"):

@@ -275,7 +275,7 @@ class DevStack:
             or f"{self.endpoints.temporal_ui_url},http://localhost:{self.endpoints.temporal_ui_port}",
         }
         print(f"Passage: state in {self.state_dir}, logs in {self.logs_dir}", flush=True)
-        self._migrate(database_url)
+        self._migrate(database_url, env["PASSAGE_CODEC_KEY"])
         return env
 
     def _staff_keys(self) -> str:
@@ -304,7 +304,7 @@ class DevStack:
         path.write_text(value + "\n")
         return value
 
-    def _migrate(self, database_url: str) -> None:
+    def _migrate(self, database_url: str, ledger_key: str) -> None:
         """Bring the ledger to the latest revision (waiting a little for a PostgreSQL server)."""
         try:
             Retrying(
@@ -313,7 +313,7 @@ class DevStack:
                 sleep=self._sleep,
                 retry=retry_if_exception_type(OperationalError),
                 reraise=True,
-            )(migrate.upgrade, database_url)
+            )(migrate.upgrade, database_url, ledger_key=ledger_key)
         except OperationalError as error:
             shown = make_url(database_url).render_as_string(hide_password=True)
             raise StartupError(f"cannot migrate the ledger at {shown}: {error}") from error

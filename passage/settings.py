@@ -4,15 +4,21 @@ Built explicitly by each composition root (worker, API, CLI, devstack): nothing 
 
 Secrets fail closed: outside development (`PASSAGE_ENV=development`, which `make up` and the test
 fixtures set) a missing or placeholder secret is a validation error naming its variable, so the
-API and the worker refuse to start instead of signing tokens with a key everybody knows.
+API and the worker refuse to start instead of signing tokens with a key everybody knows. Each
+process demands only what it uses (`API_NEEDS`, `WORKER_NEEDS`, ...): the worker never holds the
+key that derives every access token, and `passage migrate` needs the ledger, not the webhook secret.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
+import hashlib
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Self
+from typing import Any, ClassVar, Self
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,9 +43,38 @@ PLACEHOLDERS = frozenset(
     | {"whsec_changeme", "whsec_...", "whsec_xxx"}
     | set(DEV_SECRETS.values())
 )
+#: The root of the ledger's keys in development when PASSAGE_CODEC_KEY is unset (payloads then
+#: stay unencrypted, as before); outside development the codec key is required instead.
+DEV_LEDGER_KEY = base64.urlsafe_b64encode(
+    hashlib.sha256(b"passage-dev-ledger-key").digest()
+).decode()
+
+#: What each process must be given outside development, by setting (each process uses these):
+#: the API signs tokens, derives customer refs, verifies webhooks and reads the ledger's
+#: personal data; the worker writes the ledger (codec and ledger keys) and nothing else;
+#: `passage migrate` and `passage check` work on a named ledger with its key; `migrate current`
+#: and the staff CLI's booking commands (which go through the API with a staff key) need no secret.
+API_NEEDS = frozenset({"api_secret", "customer_ref_key", "stripe_webhook_secret", "codec_key"})
+WORKER_NEEDS = frozenset({"codec_key"})
+LEDGER_TOOL_NEEDS = frozenset({"database_url", "codec_key"})
+DATABASE_NEEDS = frozenset({"database_url"})
+NO_NEEDS: frozenset[str] = frozenset()
+#: The settings named in messages, in this order (DATABASE_URL has no PASSAGE_ prefix).
+_VARIABLES = {
+    "api_secret": "PASSAGE_API_SECRET",
+    "customer_ref_key": "PASSAGE_CUSTOMER_REF_KEY",
+    "stripe_webhook_secret": "PASSAGE_STRIPE_WEBHOOK_SECRET",
+    "codec_key": "PASSAGE_CODEC_KEY",
+    "database_url": "DATABASE_URL",
+}
 
 
 class Settings(BaseSettings):
+    """Every setting of every process; `Settings()` demands what the API needs (all secrets)."""
+
+    #: What must be given outside development; `for_process` narrows it per process.
+    needs: ClassVar[frozenset[str]] = API_NEEDS
+
     model_config = SettingsConfigDict(
         env_prefix="PASSAGE_", extra="ignore", hide_input_in_errors=True
     )
@@ -67,8 +102,9 @@ class Settings(BaseSettings):
     #: Key of the HMACs that derive booking ids and access tokens.
     api_secret: str = Field(default="", repr=False)
     staff_keys: str = ""
-    #: Key of the payload codec (urlsafe base64 of 32 bytes); empty leaves payloads unencrypted.
-    codec_key: str = ""
+    #: Key of the payload codec (urlsafe base64 of 32 bytes) and root of the ledger's keys;
+    #: required outside development; empty in development leaves payloads unencrypted.
+    codec_key: str = Field(default="", repr=False)
     #: Key of the keyed hash that turns an e-mail into `CustomerRef` (never the e-mail in clear).
     customer_ref_key: str = Field(default="", repr=False)
 
@@ -93,33 +129,80 @@ class Settings(BaseSettings):
             raise ValueError("PASSAGE_STRIPE_API_KEY is a placeholder")
         return value
 
+    @field_validator("codec_key")
+    @classmethod
+    def _a_codec_key(cls, value: str) -> str:
+        if value.strip():
+            try:
+                size = len(base64.urlsafe_b64decode(value.strip()))
+            except (binascii.Error, ValueError):
+                size = 0
+            if size != 32:
+                raise ValueError(
+                    "PASSAGE_CODEC_KEY must be urlsafe base64 of 32 bytes "
+                    "(python -c 'from passage.codec import new_key; print(new_key())')"
+                )
+        return value.strip()
+
     @model_validator(mode="after")
-    def _secrets_fail_closed(self) -> Self:
-        """Development may run on the development secrets; anything else needs real ones."""
-        refused: list[str] = []
-        for name, dev_value in DEV_SECRETS.items():
-            value: str = getattr(self, name)
-            if self.env == Environment.DEVELOPMENT:
-                if not value.strip():
+    def _fail_closed(self) -> Self:
+        """Development may run on the development secrets; anything else needs what it uses."""
+        if self.env == Environment.DEVELOPMENT:
+            for name, dev_value in DEV_SECRETS.items():
+                if not getattr(self, name).strip():
                     setattr(self, name, dev_value)
-            elif value.strip().lower() in PLACEHOLDERS | {""}:
-                refused.append(f"PASSAGE_{name.upper()}")
+            return self
+        needs = type(self).needs
+        refused = [
+            variable
+            for name, variable in _VARIABLES.items()
+            if name in needs
+            and name != "database_url"
+            and getattr(self, name).strip().lower() in PLACEHOLDERS | {""}
+        ]
+        problems = []
         if refused:
+            problems.append(
+                f"{', '.join(refused)} must be set to a real secret (missing or a placeholder)"
+            )
+        if "database_url" in needs and "database_url" not in self.model_fields_set:
+            problems.append(
+                "DATABASE_URL must be set (outside development no tool assumes the embedded "
+                "SQLite file of the current directory)"
+            )
+        if problems:
             raise ValueError(
-                f"{', '.join(refused)} must be set to a real secret (missing or a placeholder); "
-                "only PASSAGE_ENV=development runs on the development secrets"
+                "; ".join(problems) + "; only PASSAGE_ENV=development runs on the development "
+                "defaults"
             )
         return self
 
+    @property
+    def ledger_key(self) -> str:
+        """The root of the ledger's keys (passage.codec.LedgerCipher): the codec key.
+
+        In development a fixed key stands in when PASSAGE_CODEC_KEY is unset; elsewhere a
+        process that reads or writes the ledger's personal data requires the codec key.
+        """
+        if self.codec_key:
+            return self.codec_key
+        if self.env == Environment.DEVELOPMENT:
+            return DEV_LEDGER_KEY
+        raise RuntimeError("PASSAGE_CODEC_KEY is not set: the ledger's personal data needs it")
+
     @classmethod
-    def for_process(cls, process: str) -> Settings:
+    def for_process(
+        cls, process: str, needs: frozenset[str] = API_NEEDS, **values: Any
+    ) -> Settings:
         """The settings of a composition root, or exit 2 with what is wrong (no traceback).
 
         Args:
             process: named in the message, e.g. "the API".
+            needs: what this process must be given outside development (e.g. WORKER_NEEDS).
+            values: settings given on the command line (they count as set).
         """
         try:
-            return cls()
+            return _requiring(needs)(**values)
         except ValidationError as error:
             problems = "; ".join(
                 f"{'.'.join(str(part) for part in item['loc']) or 'settings'}: {item['msg']}"
@@ -131,3 +214,11 @@ class Settings(BaseSettings):
     @property
     def staff_key_set(self) -> frozenset[str]:
         return frozenset(key.strip() for key in self.staff_keys.split(",") if key.strip())
+
+
+@functools.cache
+def _requiring(needs: frozenset[str]) -> type[Settings]:
+    """Settings that demand `needs` outside development (one class per set, made once)."""
+    if needs == Settings.needs:
+        return Settings
+    return type("Settings", (Settings,), {"needs": needs, "__module__": __name__})

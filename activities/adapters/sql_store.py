@@ -34,6 +34,14 @@ Money rows derived from `view.payment` (one currency per booking, the contract's
 `get_view` rebuilds the BookingView from these rows exactly, except `payment.client_secret`: the
 3-D Secure secret belongs to the checkout frontend only and is never written to the ledger.
 Traveller document numbers are reduced to a short hint; the access token arrives already hashed.
+
+Personal data is encrypted before it reaches the database (a `FieldCipher`, in production
+passage.codec.LedgerCipher): the customer's e-mail and name in one field of the booking row, each
+traveller in one field of theirs, each bound to its booking (and position) so it cannot be moved
+to another row. Staff search by e-mail compares a keyed hash of the normalized address. Both are
+computed in the write's thread before the transaction (a few microseconds per write; the
+travellers only on the first write). Only staff reads (`search`, `personal_data`) decrypt;
+the view the customer and the workflow read carries no personal data and decrypts nothing.
 """
 
 from __future__ import annotations
@@ -138,6 +146,35 @@ class StoredBooking:
     access_token_hash: str | None
 
 
+@dataclass(frozen=True)
+class TravellerRecord:
+    """A traveller as the ledger keeps them (the document as a hint of its last characters)."""
+
+    first_name: str
+    last_name: str
+    birth_date: str
+    document_hint: str
+
+
+@dataclass(frozen=True)
+class PersonalData:
+    """A booking's customer and travellers, decrypted: for staff, never for logs or the view."""
+
+    customer_email: str
+    customer_name: str
+    travellers: tuple[TravellerRecord, ...]
+
+
+class FieldCipher(Protocol):
+    """Encrypts the ledger's personal data and hashes e-mails for lookup (passage.codec)."""
+
+    def seal(self, plaintext: str, context: str) -> str: ...
+
+    def open(self, sealed: str, context: str) -> str: ...
+
+    def email_hash(self, email: str) -> str: ...
+
+
 class LedgerStore(BookingStore, Protocol):
     """BookingStore plus what the API, the CLI and the webhook endpoint read from the ledger."""
 
@@ -146,6 +183,8 @@ class LedgerStore(BookingStore, Protocol):
     async def get_access_token_hash(self, booking_id: str) -> str | None: ...
 
     async def events(self, booking_id: str) -> tuple[TimelineEntry, ...]: ...
+
+    async def personal_data(self, booking_id: str) -> PersonalData | None: ...
 
     async def search(
         self,
@@ -245,8 +284,9 @@ class SqlBookingStore:
     awaited from activities and FastAPI handlers without blocking the event loop.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, cipher: FieldCipher) -> None:
         self._engine = engine
+        self._cipher = cipher
         self._writer = for_writing(engine)
         self._is_postgres = engine.dialect.name == "postgresql"
         # One snapshot per read on PostgreSQL, so a view never mixes two versions of a booking
@@ -289,6 +329,10 @@ class SqlBookingStore:
         """The audit trail: every step, transition and staff action (`actor`), in order."""
         return await asyncio.to_thread(self._events, booking_id)
 
+    async def personal_data(self, booking_id: str) -> PersonalData | None:
+        """The customer and travellers, decrypted (None if never recorded): for staff only."""
+        return await asyncio.to_thread(self._personal_data, booking_id)
+
     async def search(
         self,
         status: BookingStatus | str | None = None,
@@ -301,10 +345,10 @@ class SqlBookingStore:
     ) -> tuple[list[BookingSummary], str | None]:
         """Staff search, newest first, `limit` per page; pass the returned cursor for the next.
 
-        Filters combine with AND: `email` matches case-insensitively, `created_from` is inclusive
-        and `created_to` exclusive (naive datetimes are UTC), `supplier` matches any item. The
-        order (created_at, booking_id) is total, so pages never repeat or skip a booking even
-        while new bookings arrive.
+        Filters combine with AND: `email` matches case-insensitively (by its keyed hash),
+        `created_from` is inclusive and `created_to` exclusive (naive datetimes are UTC),
+        `supplier` matches any item. The order (created_at, booking_id) is total, so pages never
+        repeat or skip a booking even while new bookings arrive.
 
         Raises:
             InvalidCursor: the cursor was not issued by this store.
@@ -323,16 +367,17 @@ class SqlBookingStore:
         request, view = snapshot.request, snapshot.view
         now = datetime.now(UTC)
         committed = snapshot.committed_through
-        booking = _booking_row(request, view, now, committed)
+        booking = _booking_row(request, view, now, committed, self._cipher)
         recorded = snapshot.recorded_through
+        # Encrypted before the transaction, so the database lock is not held for the cipher.
+        travellers = None if recorded else _traveller_rows(request, self._cipher)
         with self._writer.begin() as conn:
             if self._upsert_booking(conn, booking):
                 booking_id = view.booking_id
                 self._replace(
                     conn, BookingItemRow, "item_id", booking_id, _item_rows(request, view)
                 )
-                if not recorded:
-                    travellers = _traveller_rows(request)
+                if travellers is not None:
                     self._replace(conn, TravellerRow, "position", booking_id, travellers)
                 self._replace(conn, PaymentRow, "kind", booking_id, _payment_rows(view, now))
                 self._replace(conn, RefundRow, "reason", booking_id, _refund_rows(view, now))
@@ -343,7 +388,14 @@ class SqlBookingStore:
         table = _table(BookingRow)
         values = row.model_dump()
         insert = self._insert(table).values(values)
-        immutable = {"booking_id", "created_at", "created_at_text"}
+        # The customer never changes: their fields are not sealed again on every write.
+        immutable = {
+            "booking_id",
+            "created_at",
+            "created_at_text",
+            "customer_ciphertext",
+            "customer_email_hash",
+        }
         upsert = insert.on_conflict_do_update(
             index_elements=[table.c.booking_id],
             set_={name: insert.excluded[name] for name in values if name not in immutable},
@@ -448,6 +500,26 @@ class SqlBookingStore:
                 return ()
             return _timeline(booking, self._event_rows(session, booking_id))
 
+    def _personal_data(self, booking_id: str) -> PersonalData | None:
+        with self._session() as session:
+            booking = session.get(BookingRow, booking_id)
+            if booking is None:
+                return None
+            travellers = session.exec(
+                sqlmodel_select(TravellerRow)
+                .where(TravellerRow.booking_id == booking_id)
+                .order_by(col(TravellerRow.position))
+            ).all()
+        email, name = open_customer(self._cipher, booking.booking_id, booking.customer_ciphertext)
+        return PersonalData(
+            customer_email=email,
+            customer_name=name,
+            travellers=tuple(
+                open_traveller(self._cipher, row.booking_id, row.position, row.traveller_ciphertext)
+                for row in travellers
+            ),
+        )
+
     def _search(
         self,
         status: BookingStatus | str | None,
@@ -463,7 +535,7 @@ class SqlBookingStore:
         if status is not None:
             query = query.where(BookingRow.status == str(status))
         if email is not None:
-            query = query.where(BookingRow.customer_email_lower == _normalized_email(email))
+            query = query.where(BookingRow.customer_email_hash == self._cipher.email_hash(email))
         if created_from is not None:
             query = query.where(created_at >= created_from)
         if created_to is not None:
@@ -490,7 +562,10 @@ class SqlBookingStore:
             bookings = list(session.exec(query).all())
             page, more = bookings[:limit], len(bookings) > limit
             suppliers = self._suppliers(session, [booking.booking_id for booking in page])
-        summaries = [_summary(booking, suppliers.get(booking.booking_id, ())) for booking in page]
+        summaries = [
+            _summary(booking, suppliers.get(booking.booking_id, ()), self._cipher)
+            for booking in page
+        ]
         next_cursor = _encode_cursor(page[-1].created_at, page[-1].booking_id) if more else None
         return summaries, next_cursor
 
@@ -540,7 +615,11 @@ def _table(model: type[SQLModel]) -> Table:
 
 
 def _booking_row(
-    request: BookingRequest, view: BookingView, now: datetime, committed: int | None
+    request: BookingRequest,
+    view: BookingView,
+    now: datetime,
+    committed: int | None,
+    cipher: FieldCipher,
 ) -> BookingRow:
     minor = _minor_units(view.currency)
     payment = view.payment
@@ -566,9 +645,10 @@ def _booking_row(
         attention_since=None if view.attention is None else view.attention.since,
         attention_item_id=None if view.attention is None else view.attention.item_id,
         customer_ref=view.customer_ref,
-        customer_email=request.customer_email,
-        customer_email_lower=_normalized_email(request.customer_email),
-        customer_name=request.customer_name,
+        customer_ciphertext=seal_customer(
+            cipher, view.booking_id, request.customer_email, request.customer_name
+        ),
+        customer_email_hash=cipher.email_hash(request.customer_email),
         access_token_hash=request.access_token_hash,
         created_at=(
             _parse_timestamp(view.created_at)
@@ -619,18 +699,65 @@ def _item_rows(request: BookingRequest, view: BookingView) -> list[BookingItemRo
     return rows
 
 
-def _traveller_rows(request: BookingRequest) -> list[TravellerRow]:
+def _traveller_rows(request: BookingRequest, cipher: FieldCipher) -> list[TravellerRow]:
     return [
         TravellerRow(
             booking_id=request.booking_id,
             position=position,
-            first_name=traveller.first_name,
-            last_name=traveller.last_name,
-            birth_date=traveller.birth_date,
-            document_hint=_document_hint(traveller),
+            traveller_ciphertext=seal_traveller(
+                cipher,
+                request.booking_id,
+                position,
+                TravellerRecord(
+                    first_name=traveller.first_name,
+                    last_name=traveller.last_name,
+                    birth_date=traveller.birth_date,
+                    document_hint=_document_hint(traveller),
+                ),
+            ),
         )
         for position, traveller in enumerate(request.travellers)
     ]
+
+
+# --- personal data at rest -----------------------------------------------------------------------
+# The stored form of the personal fields: JSON inside, bound to the booking (and the traveller's
+# position). Migration 0004 writes existing rows with these same functions; changing the form
+# needs a migration of its own.
+
+
+def seal_customer(cipher: FieldCipher, booking_id: str, email: str, name: str) -> str:
+    """`bookings.customer_ciphertext` of a booking."""
+    plaintext = json.dumps({"email": email, "name": name}, separators=(",", ":"))
+    return cipher.seal(plaintext, f"bookings.customer:{booking_id}")
+
+
+def open_customer(cipher: FieldCipher, booking_id: str, sealed: str) -> tuple[str, str]:
+    """The (e-mail, name) that `seal_customer` sealed for this booking."""
+    customer = json.loads(cipher.open(sealed, f"bookings.customer:{booking_id}"))
+    return customer["email"], customer["name"]
+
+
+def seal_traveller(
+    cipher: FieldCipher, booking_id: str, position: int, traveller: TravellerRecord
+) -> str:
+    """`booking_travellers.traveller_ciphertext` of the booking's traveller at `position`."""
+    fields = {
+        "first_name": traveller.first_name,
+        "last_name": traveller.last_name,
+        "birth_date": traveller.birth_date,
+        "document_hint": traveller.document_hint,
+    }
+    plaintext = json.dumps(fields, separators=(",", ":"))
+    return cipher.seal(plaintext, f"booking_travellers:{booking_id}:{position}")
+
+
+def open_traveller(
+    cipher: FieldCipher, booking_id: str, position: int, sealed: str
+) -> TravellerRecord:
+    """The traveller that `seal_traveller` sealed for this booking and position."""
+    plaintext = cipher.open(sealed, f"booking_travellers:{booking_id}:{position}")
+    return TravellerRecord(**json.loads(plaintext))
 
 
 def _document_hint(traveller: Traveller) -> str:
@@ -708,10 +835,6 @@ def _minor_units(currency: str) -> Callable[[Money], int]:
 
 def _optional_minor(minor: Callable[[Money], int], money: Money | None) -> int | None:
     return None if money is None else minor(money)
-
-
-def _normalized_email(email: str) -> str:
-    return email.strip().lower()
 
 
 def _parse_timestamp(text: str) -> datetime | None:
@@ -833,16 +956,19 @@ def _timeline_entry(row: BookingEventRow) -> TimelineEntry:
     )
 
 
-def _summary(booking: BookingRow, suppliers: tuple[str, ...]) -> BookingSummary:
+def _summary(
+    booking: BookingRow, suppliers: tuple[str, ...], cipher: FieldCipher
+) -> BookingSummary:
     total = booking.quoted_total_minor
     if total is None:
         total = booking.expected_total_minor
+    email, name = open_customer(cipher, booking.booking_id, booking.customer_ciphertext)
     return BookingSummary(
         booking_id=booking.booking_id,
         status=BookingStatus(booking.status),
         step=booking.step,
-        customer_email=booking.customer_email,
-        customer_name=booking.customer_name,
+        customer_email=email,
+        customer_name=name,
         total=Money(total, booking.currency),
         suppliers=suppliers,
         created_at=booking.created_at_text,

@@ -5,6 +5,10 @@ finance and the customer read forever after. Mutable facts (the booking, its ite
 payments and refunds) are keyed by business identity and keep only the newest snapshot; the event
 log is append-only (the migration adds triggers that refuse UPDATE and DELETE).
 
+Personal data (the customer's e-mail and name, the travellers) is stored only encrypted, with
+keys of the payload key family (passage.codec.LedgerCipher), and the e-mail is searched by a keyed
+hash: a dump of these tables shows no one's name, address, birth date or document.
+
 Statuses are plain strings rather than database enums so a new status needs no migration. Money
 is integer minor units in the booking's currency. Timestamps are UTC; the RFC 3339 strings the
 workflow wrote are kept next to them (`*_text`) so the BookingView is rebuilt byte for byte.
@@ -53,7 +57,7 @@ class BookingRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_bookings_created_at_booking_id", "created_at", "booking_id"),
         Index("ix_bookings_status_created_at", "status", "created_at", "booking_id"),
-        Index("ix_bookings_customer_email_lower", "customer_email_lower"),
+        Index("ix_bookings_customer_email_hash", "customer_email_hash"),
         Index("ix_bookings_customer_ref", "customer_ref"),
     )
 
@@ -75,10 +79,12 @@ class BookingRow(SQLModel, table=True):
     #: The item the stuck step is about (an optional item's refused undo), if any.
     attention_item_id: str | None = None
     customer_ref: str
-    customer_email: str
-    #: Lower-cased e-mail: staff search is case-insensitive and must use an index on both backends.
-    customer_email_lower: str
-    customer_name: str
+    #: The customer's e-mail and name, encrypted together (`sql_store.seal_customer`); written
+    #: with the first insert and never changed.
+    customer_ciphertext: str = Field(sa_type=Text)
+    #: Keyed hash of the normalized e-mail (`LedgerCipher.email_hash`): staff search by e-mail,
+    #: case-insensitive and on an index, with no address in clear.
+    customer_email_hash: str
     #: Already a hash when it arrives (the token itself is never stored).
     access_token_hash: str
     #: The sort and range key of staff search; set on first insert and never changed.
@@ -126,18 +132,18 @@ class BookingItemRow(SQLModel, table=True):
 
 
 class TravellerRow(SQLModel, table=True):
-    """A traveller of a booking; the travel document is kept only as its last few characters."""
+    """A traveller of a booking, encrypted: names, birth date and a hint of the travel document.
+
+    The document is kept only as its last few characters (at most four, never more than half of
+    the number: enough for support to match a passport a customer reads out), and even that only
+    inside the ciphertext (`sql_store.seal_traveller`).
+    """
 
     __tablename__ = "booking_travellers"
 
     booking_id: str = Field(primary_key=True, foreign_key="bookings.booking_id")
     position: int = Field(primary_key=True)
-    first_name: str
-    last_name: str
-    birth_date: str
-    #: At most the last four characters and never more than half of the number: enough for support
-    #: to match a passport a customer reads out, useless to anyone who steals the table.
-    document_hint: str
+    traveller_ciphertext: str = Field(sa_type=Text)
 
 
 class PaymentRow(SQLModel, table=True):

@@ -137,7 +137,8 @@ async def get_booking(
     """The booking view, the full audit trail (who, when, note) and the Temporal workflow id."""
     view = await service.read_for_staff(booking_id)
     audit = await service.audit(booking_id, view)
-    return AdminBookingOut.of_staff(view, audit, workflow_id_for(booking_id))
+    personal = await service.personal_data(booking_id)
+    return AdminBookingOut.of_staff(view, audit, workflow_id_for(booking_id), personal)
 
 
 @router.post(
@@ -212,4 +213,7 @@ async def _answer(
     if result.outcome == UpdateOutcome.IN_PROGRESS:
         response.status_code = 202
     audit = await service.audit(record.booking_id, result.view)
-    return AdminBookingOut.of_staff(result.view, audit, workflow_id_for(record.booking_id))
+    personal = await service.personal_data(record.booking_id)
+    return AdminBookingOut.of_staff(
+        result.view, audit, workflow_id_for(record.booking_id), personal
+    )

@@ -31,6 +31,7 @@ from api.app import create_app
 from bench.engine import payment_intent_event
 from passage import cli
 from passage.bookings import MEMO_ACCESS_TOKEN_HASH, MEMO_REQUEST_HASH, MEMO_VIEW
+from passage.codec import LedgerCipher
 from passage.webhook_events import SqlProcessedWebhookEvents
 from tests.support.api import client_on, running_api, served_over_tcp
 from tests.support.bookings import live_rows
@@ -185,7 +186,7 @@ async def card(stripe_harness: StripeHarness) -> str:
 @pytest.fixture
 def ledger_store(engine_worker: Engine) -> Any:
     engine = make_engine(engine_worker.settings.database_url)
-    yield SqlBookingStore(engine)
+    yield SqlBookingStore(engine, LedgerCipher(engine_worker.settings.ledger_key))
     engine.dispose()
 
 
@@ -1209,7 +1210,9 @@ async def test_staff_retry_and_resolve_a_stuck_booking_with_an_audit_trail(
 async def engine_worker_store_events(engine: Engine, booking_id: str) -> tuple[Any, ...]:
     db = make_engine(engine.settings.database_url)
     try:
-        return await SqlBookingStore(db).events(booking_id)
+        return await SqlBookingStore(db, LedgerCipher(engine.settings.ledger_key)).events(
+            booking_id
+        )
     finally:
         db.dispose()
 

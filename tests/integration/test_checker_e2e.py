@@ -14,6 +14,7 @@ import pytest
 from activities.adapters.sql_store import SqlBookingStore, make_engine
 from passage.checker import Violation, check
 from passage.cli import run_check
+from passage.codec import LedgerCipher
 from passage.collector import CheckSources, TemporalEngineViews, collect
 from tests.support.bookings import HOTEL, booking_request, start, wait_terminal
 from tests.support.simulator import SimulatorControl
@@ -31,7 +32,7 @@ async def sources(
     sql_engine = make_engine(engine_worker.settings.database_url)
     try:
         yield CheckSources(
-            SqlBookingStore(sql_engine),
+            SqlBookingStore(sql_engine, LedgerCipher(engine_worker.settings.ledger_key)),
             TemporalEngineViews(engine_worker.client),
             simulator.http,
             stripe_harness.http,

@@ -16,6 +16,7 @@ from sqlmodel import SQLModel
 import activities.adapters.tables  # noqa: F401  (the models the migrations must build)
 from activities.adapters.sql_store import SqlBookingStore, make_engine
 from passage import migrate
+from passage.codec import LedgerCipher
 from tests.support.ledger_data import booking_lifecycle
 
 LEDGER_TABLES = {
@@ -27,7 +28,7 @@ LEDGER_TABLES = {
     "booking_events",
     "processed_webhook_events",
 }
-HEAD = "0003"
+HEAD = "0004"
 #: The columns 0002 adds to 0001's tables.
 INTERRUPTION_COLUMNS = {
     ("bookings", "fees_absorbed_minor"),
@@ -79,6 +80,13 @@ def test_downgrade_revision_by_revision_then_upgrade_again(migrated_database_url
     url = migrated_database_url
     assert columns_of(url, {"bookings", "booking_items"}) >= INTERRUPTION_COLUMNS
     assert ("bookings", "pending_timeline") in columns_of(url, {"bookings"})
+    assert ("bookings", "customer_ciphertext") in columns_of(url, {"bookings"})
+
+    migrate.downgrade(url)
+
+    assert migrate.current(url) == "0003"
+    assert ("bookings", "customer_ciphertext") not in columns_of(url, {"bookings"})
+    assert ("bookings", "customer_email") in columns_of(url, {"bookings"})
 
     migrate.downgrade(url)
 
@@ -118,11 +126,13 @@ def test_the_sqlite_file_and_its_directory_are_created(tmp_path: Path) -> None:
     assert migrate.current(f"sqlite:///{path}") == HEAD
 
 
-async def test_the_event_log_refuses_update_and_delete(migrated_database_url: str) -> None:
+async def test_the_event_log_refuses_update_and_delete(
+    migrated_database_url: str, ledger_cipher: LedgerCipher
+) -> None:
     engine = make_engine(migrated_database_url)
     try:
         snapshot = booking_lifecycle("bk_append", created_at=datetime(2026, 1, 5, tzinfo=UTC))[0]
-        await SqlBookingStore(engine).record(snapshot)
+        await SqlBookingStore(engine, ledger_cipher).record(snapshot)
         for statement in (
             "UPDATE booking_events SET detail = 'rewritten'",
             "DELETE FROM booking_events",

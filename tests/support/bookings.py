@@ -13,6 +13,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 
 from activities.adapters.sql_store import SqlBookingStore, make_engine
+from passage.codec import LedgerCipher
 from tests.support.simulator import SimulatorControl
 from tests.support.stack import Engine
 from workflows.booking import BookingWorkflow
@@ -96,7 +97,7 @@ async def assert_ledger_matches(engine: Engine, view: BookingView) -> None:
     """The ledger's record of a booking is the workflow's view: statuses, amounts, events."""
     sql_engine = make_engine(engine.settings.database_url)
     try:
-        store = SqlBookingStore(sql_engine)
+        store = SqlBookingStore(sql_engine, LedgerCipher(engine.settings.ledger_key))
         recorded = await store.get_view(view.booking_id)
         for _ in range(50):  # the last snapshot is written by an activity just before the end
             if recorded is not None and recorded.version >= view.version:

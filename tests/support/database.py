@@ -33,6 +33,7 @@ from sqlmodel import SQLModel
 import activities.adapters.tables  # noqa: F401  (the ledger tables on SQLModel.metadata)
 from activities.adapters.sql_store import SqlBookingStore, make_engine
 from passage import migrate
+from passage.codec import LedgerCipher, new_key
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -166,10 +167,21 @@ def ledger_engine(ledger_database_url: str) -> Iterator[Engine]:
         engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def ledger_key() -> str:
+    """The codec key the store tests' ledgers are encrypted with (one per session)."""
+    return new_key()
+
+
 @pytest.fixture
-def store(ledger_engine: Engine) -> SqlBookingStore:
+def ledger_cipher(ledger_key: str) -> LedgerCipher:
+    return LedgerCipher(ledger_key)
+
+
+@pytest.fixture
+def store(ledger_engine: Engine, ledger_cipher: LedgerCipher) -> SqlBookingStore:
     """The ledger store on an empty migrated database of each backend."""
-    return SqlBookingStore(ledger_engine)
+    return SqlBookingStore(ledger_engine, ledger_cipher)
 
 
 # --- the throwaway cluster -----------------------------------------------------------------------
