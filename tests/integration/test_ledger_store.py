@@ -23,10 +23,12 @@ from activities.adapters.sql_store import (
     PersonalData,
     SqlBookingStore,
     TravellerRecord,
+    make_engine,
     seal_customer,
     seal_traveller,
 )
 from activities.records import RecordActivities
+from passage import migrate
 from passage.codec import LedgerCipher, new_key
 from tests.support.ledger_data import (
     CURRENCY,
@@ -633,3 +635,94 @@ async def test_a_task_run_again_replaces_the_entries_it_held_apart(
 
     assert await store.get_view("bk_rerun") == rerun_view
     assert event_seqs(ledger_engine, "bk_rerun") == list(range(1, committed + 1))
+
+
+# --- rows written before the encryption (migration 0004) -----------------------------------------
+
+#: A booking row and its travellers as revision 0003 stored them: personal data in clear.
+_BEFORE_0004 = (
+    """
+    INSERT INTO bookings (booking_id, version, status, step, currency, expected_total_minor,
+        payment_status, customer_ref, customer_email, customer_email_lower, customer_name,
+        access_token_hash, created_at, created_at_text, updated_at_text, recorded_at)
+    VALUES ('bk_before', 3, 'CONFIRMED', 'CONFIRMED', 'EUR', 60000, 'CAPTURED', 'cref_before',
+        'Grace.Hopper@Example.com', 'grace.hopper@example.com', 'Grace Hopper', 'hash-before',
+        :created_at, '2026-03-01T09:00:00+00:00', '2026-03-01T09:00:05+00:00', :created_at)
+    """,
+    """
+    INSERT INTO booking_travellers (booking_id, position, first_name, last_name, birth_date,
+        document_hint)
+    VALUES ('bk_before', 0, 'Grace', 'Hopper', '1906-12-09', '7781'),
+           ('bk_before', 1, 'Vincent', 'Foster', '1905-01-15', '')
+    """,
+    """
+    INSERT INTO booking_events (booking_id, seq, at, at_text, step, outcome, detail, recorded_at)
+    VALUES ('bk_before', 1, :created_at, '2026-03-01T09:00:00+00:00', 'RECEIVED', 'ok', '',
+        :created_at)
+    """,
+)
+_BEFORE_PERSONAL = PersonalData(
+    customer_email="Grace.Hopper@Example.com",
+    customer_name="Grace Hopper",
+    travellers=(
+        TravellerRecord("Grace", "Hopper", "1906-12-09", "7781"),
+        TravellerRecord("Vincent", "Foster", "1905-01-15", ""),
+    ),
+)
+
+
+def clear_rows(database_url: str) -> list[tuple[object, ...]]:
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            customer = connection.execute(
+                text("SELECT customer_email, customer_email_lower, customer_name FROM bookings")
+            ).all()
+            travellers = connection.execute(
+                text(
+                    "SELECT first_name, last_name, birth_date, document_hint "
+                    "FROM booking_travellers ORDER BY position"
+                )
+            ).all()
+        return [tuple(row) for row in (*customer, *travellers)]
+    finally:
+        engine.dispose()
+
+
+async def test_a_row_written_before_the_encryption_is_readable_after_it(
+    database_url: str, ledger_key: str
+) -> None:
+    migrate.upgrade(database_url, "0003")
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            for statement in _BEFORE_0004:
+                connection.execute(text(statement), {"created_at": DAY_ONE})
+        before = clear_rows(database_url)
+
+        # The rows are there and need the key: refused without it, nothing changed.
+        with pytest.raises(RuntimeError, match="PASSAGE_CODEC_KEY"):
+            migrate.upgrade(database_url)
+        assert migrate.current(database_url) == "0003"
+
+        migrate.upgrade(database_url, ledger_key=ledger_key)
+
+        assert migrate.current(database_url) == "0004"
+        store = SqlBookingStore(engine, LedgerCipher(ledger_key))
+        assert await store.personal_data("bk_before") == _BEFORE_PERSONAL
+        summaries, _ = await store.search(email="grace.hopper@EXAMPLE.com")
+        assert [(s.booking_id, s.customer_name) for s in summaries] == [
+            ("bk_before", "Grace Hopper")
+        ]
+        view = await store.get_view("bk_before")
+        assert view is not None and view.status == BookingStatus.CONFIRMED
+        assert [entry.step for entry in view.timeline] == ["RECEIVED"]
+        dump = all_text_values(engine)
+        for value in ("Grace", "Hopper", "grace.hopper", "1906-12-09", "7781", "Vincent"):
+            assert value not in dump
+
+        # And back: the downgrade decrypts to the very same clear rows.
+        migrate.downgrade(database_url, ledger_key=ledger_key)
+        assert clear_rows(database_url) == before
+    finally:
+        engine.dispose()

@@ -1,4 +1,5 @@
-"""Settings fail closed: outside development, missing or placeholder secrets stop the processes."""
+"""Settings fail closed: outside development, missing or placeholder secrets stop the processes,
+and each process demands only what it uses."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ from pydantic import ValidationError
 import worker
 from api import __main__ as api_main
 from api.app import create_app
-from passage.settings import DEV_SECRETS, Environment, Settings
+from passage.codec import new_key
+from passage.settings import DEV_LEDGER_KEY, DEV_SECRETS, WORKER_NEEDS, Environment, Settings
 
 SECRETS = {
     "PASSAGE_API_SECRET": "a3f1c9e07b5d4e2f8a6c1b9d0e7f3a5c",
     "PASSAGE_CUSTOMER_REF_KEY": "0c5e8f2a9b7d1e4c6a3f5b8d2e9c7a1f",
     "PASSAGE_STRIPE_WEBHOOK_SECRET": "whsec_9f8e7d6c5b4a39281706f5e4d3c2b1a0",
 }
+CODEC_KEY = "PASSAGE_CODEC_KEY"
+#: Everything the API needs: the secrets and the codec key (the ledger's personal data).
+API_SECRETS = {**SECRETS, CODEC_KEY: "4mO0m0sDq2yZk1m5q0Xb7rV3hJ8cN6tL9pW2eA5fG1s="}
 
 
 @pytest.fixture(autouse=True)
@@ -30,13 +35,13 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 def refused_variables(error: ValidationError) -> set[str]:
     message = str(error)
-    return {name for name in SECRETS if name in message}
+    return {name for name in API_SECRETS if name in message}
 
 
 def test_production_refuses_missing_secrets_naming_each_variable() -> None:
     with pytest.raises(ValidationError) as missing:
         Settings()
-    assert refused_variables(missing.value) == set(SECRETS)
+    assert refused_variables(missing.value) == set(API_SECRETS)
 
 
 @pytest.mark.parametrize("variable", sorted(SECRETS))
@@ -46,7 +51,7 @@ def test_production_refuses_a_placeholder_secret(
 ) -> None:
     field = variable.removeprefix("PASSAGE_").lower()
     value = DEV_SECRETS[field] if placeholder == "dev-value" else placeholder
-    for name, real in SECRETS.items():
+    for name, real in API_SECRETS.items():
         clean_environment.setenv(name, value if name == variable else real)
     with pytest.raises(ValidationError) as refused:
         Settings()
@@ -58,14 +63,15 @@ def test_production_refuses_a_placeholder_secret(
 def test_production_runs_on_real_secrets_and_never_shows_them(
     clean_environment: pytest.MonkeyPatch,
 ) -> None:
-    for name, value in SECRETS.items():
+    for name, value in API_SECRETS.items():
         clean_environment.setenv(name, value)
     settings = Settings()
     assert settings.env == Environment.PRODUCTION
+    assert settings.ledger_key == API_SECRETS[CODEC_KEY]
     assert settings.api_secret == SECRETS["PASSAGE_API_SECRET"]
     assert settings.customer_ref_key == SECRETS["PASSAGE_CUSTOMER_REF_KEY"]
     assert settings.stripe_webhook_secret == SECRETS["PASSAGE_STRIPE_WEBHOOK_SECRET"]
-    assert not any(value in repr(settings) for value in SECRETS.values())
+    assert not any(value in repr(settings) for value in API_SECRETS.values())
 
 
 def test_development_may_run_on_the_development_secrets(
@@ -86,17 +92,58 @@ def test_an_unknown_environment_is_refused(clean_environment: pytest.MonkeyPatch
         Settings()
 
 
-def test_the_api_and_the_worker_refuse_to_start_without_secrets(
+def test_the_api_and_the_worker_refuse_to_start_without_what_they_use(
     clean_environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     clean_environment.setenv("PASSAGE_API_SECRET", SECRETS["PASSAGE_API_SECRET"])
     with pytest.raises(ValidationError, match="PASSAGE_CUSTOMER_REF_KEY"):
         create_app()
-    for main, process in ((api_main.main, "the API"), (worker.main, "the worker")):
-        with pytest.raises(SystemExit) as exited:
-            main()
-        assert exited.value.code == 2
-        err = capsys.readouterr().err
-        assert err.startswith(f"{process} cannot start")
-        assert "PASSAGE_CUSTOMER_REF_KEY" in err and "PASSAGE_STRIPE_WEBHOOK_SECRET" in err
-        assert "PASSAGE_API_SECRET" not in err and SECRETS["PASSAGE_API_SECRET"] not in err
+    with pytest.raises(SystemExit) as exited:
+        api_main.main()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("the API cannot start")
+    for variable in ("PASSAGE_CUSTOMER_REF_KEY", "PASSAGE_STRIPE_WEBHOOK_SECRET", CODEC_KEY):
+        assert variable in err
+    assert "PASSAGE_API_SECRET" not in err and SECRETS["PASSAGE_API_SECRET"] not in err
+    # The worker writes the ledger's personal data: it needs the codec key, and only that.
+    with pytest.raises(SystemExit) as exited:
+        worker.main()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("the worker cannot start") and CODEC_KEY in err
+    assert "PASSAGE_CUSTOMER_REF_KEY" not in err and "PASSAGE_STRIPE_WEBHOOK_SECRET" not in err
+
+
+def test_the_worker_never_needs_the_api_secrets(clean_environment: pytest.MonkeyPatch) -> None:
+    """Least privilege: a worker host need not hold the key that derives every access token."""
+    clean_environment.setenv(CODEC_KEY, API_SECRETS[CODEC_KEY])
+    settings = Settings.for_process("the worker", WORKER_NEEDS)
+    assert settings.ledger_key == API_SECRETS[CODEC_KEY]
+    assert settings.api_secret == "" and settings.stripe_webhook_secret == ""
+
+
+@pytest.mark.parametrize("key", ["not base64!", "c2hvcnQ=", new_key()[:-4]])
+def test_a_malformed_codec_key_is_refused_without_echoing_it(
+    clean_environment: pytest.MonkeyPatch, key: str
+) -> None:
+    for development in (False, True):
+        with pytest.raises(
+            ValidationError, match="PASSAGE_CODEC_KEY must be urlsafe base64"
+        ) as bad:
+            Settings(
+                env=Environment.DEVELOPMENT if development else Environment.PRODUCTION,
+                codec_key=key,
+            )
+        assert key not in str(bad.value)
+
+
+def test_the_ledger_key_is_the_codec_key_and_a_fixed_one_only_in_development(
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    assert Settings(env=Environment.DEVELOPMENT).ledger_key == DEV_LEDGER_KEY
+    key = new_key()
+    assert Settings(env=Environment.DEVELOPMENT, codec_key=key).ledger_key == key
+    tool = Settings.for_process("passage", frozenset())
+    with pytest.raises(RuntimeError, match="PASSAGE_CODEC_KEY"):
+        tool.ledger_key  # noqa: B018  (a tool that did not ask for the key never gets a default)
