@@ -138,3 +138,9 @@ def test_the_image_installs_the_package_and_runs_unprivileged() -> None:
     assert user and user[-1] not in ("root", "0"), user
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".passage", ".env"} <= set(ignored)
+
+
+def test_the_migration_job_gets_what_it_uses_and_no_api_secret(services: dict[str, Any]) -> None:
+    env = environment(services["migrate"])
+    assert set(env) == {"DATABASE_URL", "PASSAGE_CODEC_KEY"}
+    assert REQUIRED.match(env["PASSAGE_CODEC_KEY"])
