@@ -21,6 +21,7 @@ from typing import Any, cast
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle
@@ -1089,6 +1090,52 @@ async def test_staff_search_filters_and_pages_through_the_ledger(
         await handle_of(engine_worker, booking["booking_id"]).terminate("test done")
 
 
+async def test_staff_read_the_customer_and_travellers_the_ledger_keeps_encrypted(
+    api_client: httpx.AsyncClient,
+    engine_worker: Engine,
+    simulator: SimulatorControl,
+    staff_headers: dict[str, str],
+    card: str,
+) -> None:
+    email = f"Hedy-{uuid.uuid4().hex[:8]}@Example.com"
+    booking = await book(api_client, await checkout(simulator, card, HOTEL, email=email))
+    await wait_for(api_client, booking, "CONFIRMED")
+    booking_id = booking["booking_id"]
+
+    response = await api_client.get(f"/admin/bookings/{booking_id}", headers=staff_headers)
+
+    assert response.status_code == 200, response.text
+    staff_view = response.json()
+    assert staff_view["customer"] == {"email": email, "name": "Ada Lovelace"}
+    assert staff_view["travellers"] == [
+        {
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "birth_date": "1990-12-10",
+            "document_hint": "4567",
+        }
+    ]
+    # The customer's own view carries none of it.
+    customer_view = await get_view(api_client, booking)
+    assert email not in json.dumps(customer_view) and "Lovelace" not in json.dumps(customer_view)
+    # The ledger's rows of the booking hold it only encrypted.
+    db = make_engine(engine_worker.settings.database_url)
+    try:
+        with db.connect() as connection:
+            rows = [
+                connection.execute(
+                    text(f"SELECT * FROM {table} WHERE booking_id = :id"), {"id": booking_id}
+                ).all()
+                for table in ("bookings", "booking_travellers")
+            ]
+    finally:
+        db.dispose()
+    raw = repr(rows)
+    assert booking_id in raw and len(rows[1]) == 1
+    for value in (email, email.lower(), "Ada", "Lovelace", "1990-12-10", "X1234567", "4567"):
+        assert value not in raw
+
+
 async def test_search_bounds_are_rfc3339_datetimes_in_range(
     api_client: httpx.AsyncClient, staff_headers: dict[str, str]
 ) -> None:
@@ -1272,6 +1319,8 @@ async def _steer_with_the_cli(base_url: str, booking_id: str, email: str) -> Non
     assert "CONFIRMED" in listing and email in listing
     status, shown = await asyncio.to_thread(passage, "bookings", "show", booking_id)
     assert status == 0 and f"booking-{booking_id}" in shown and "CONFIRMED" in shown
+    assert f"customer: Ada Lovelace <{email}>" in shown
+    assert "traveller: Ada Lovelace, born 1990-12-10, document ending 4567" in shown
     status, raw = await asyncio.to_thread(passage, "bookings", "show", booking_id, "--json")
     assert status == 0 and json.loads(raw)["booking_id"] == booking_id
     status, _ = await asyncio.to_thread(passage, "bookings", "retry", booking_id)
