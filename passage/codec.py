@@ -9,7 +9,6 @@ the codec key (`LedgerCipher`), so neither a history export nor a database dump 
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import os
 from collections.abc import Sequence
@@ -118,8 +117,7 @@ class LedgerCipher:
     def email_hash(self, email: str) -> str:
         """The keyed hash (HMAC-SHA256, hex) of the normalized e-mail: equal for equal addresses,
         useless for finding an address without the key."""
-        digest = hmac.new(self._lookup_key, normalized_email(email).encode(), hashlib.sha256)
-        return digest.hexdigest()
+        return hmac.digest(self._lookup_key, normalized_email(email).encode(), "sha256").hex()
 
 
 def _derive(root: bytes, purpose: bytes) -> bytes:
