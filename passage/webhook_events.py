@@ -1,8 +1,10 @@
 """Which Stripe webhook events the ledger already counts as processed (a read of its table).
 
-The ledger store (`SqlBookingStore`) marks an event processed and can forget the mark; it has no
-read of its own, which the webhook path needs to answer "duplicate" without signalling again.
-This reads the same table (`processed_webhook_events`) and nothing else.
+The ledger store (`SqlBookingStore`) marks an event processed, after its booking was signalled;
+it has no read of its own, which the webhook path needs to answer "duplicate" without signalling
+again. This reads the same table (`processed_webhook_events`) and nothing else, in a short read
+of its own: no lock is held while the booking is signalled, so a redelivery arriving meanwhile is
+never blocked, and never answered "duplicate" before the first delivery has succeeded.
 """
 
 from __future__ import annotations

@@ -201,8 +201,6 @@ class LedgerStore(BookingStore, Protocol):
 
     async def mark_webhook_event_processed(self, event_id: str) -> bool: ...
 
-    async def unmark_webhook_event(self, event_id: str) -> None: ...
-
 
 # --- engine --------------------------------------------------------------------------------------
 
@@ -310,12 +308,12 @@ class SqlBookingStore:
         await asyncio.to_thread(self._record, snapshot)
 
     async def mark_webhook_event_processed(self, event_id: str) -> bool:
-        """True the first time `event_id` is seen, False ever after (atomic across processes)."""
-        return await asyncio.to_thread(self._mark_webhook_event, event_id)
+        """True the first time `event_id` is seen, False ever after (atomic across processes).
 
-    async def unmark_webhook_event(self, event_id: str) -> None:
-        """Forget `event_id` when forwarding it failed, so the provider's redelivery counts."""
-        await asyncio.to_thread(self._unmark_webhook_event, event_id)
+        Marked only once its booking was signalled (passage.bookings), so a mark means "done"
+        and is never taken back: there is no unmark, and no claim held while signalling.
+        """
+        return await asyncio.to_thread(self._mark_webhook_event, event_id)
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -471,11 +469,6 @@ class SqlBookingStore:
         )
         with self._writer.begin() as conn:
             return conn.execute(stmt).first() is not None
-
-    def _unmark_webhook_event(self, event_id: str) -> None:
-        table = _table(WebhookEventRow)
-        with self._writer.begin() as conn:
-            conn.execute(delete(table).where(table.c.event_id == event_id))
 
     def _get_view(self, booking_id: str) -> BookingView | None:
         stored = self._read(booking_id)

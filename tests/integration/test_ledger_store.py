@@ -254,15 +254,6 @@ async def test_a_webhook_event_is_processed_once_even_when_delivered_concurrentl
     assert await store.mark_webhook_event_processed("evt_3DS_ok") is False
 
 
-async def test_an_unmarked_webhook_event_is_processed_on_redelivery(
-    store: SqlBookingStore,
-) -> None:
-    assert await store.mark_webhook_event_processed("evt_lost") is True
-    await store.unmark_webhook_event("evt_lost")
-
-    assert await store.mark_webhook_event_processed("evt_lost") is True
-
-
 # --- staff search --------------------------------------------------------------------------------
 
 
