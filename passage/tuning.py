@@ -24,6 +24,7 @@ PASSTHROUGH_MODULES = (
     "workflows.calls",
     "workflows.contracts",
     "workflows.model",
+    "workflows.operator_view",
     "workflows.saga",
     "workflows.search",
     "workflows.state",
