@@ -6,6 +6,7 @@
     passage bookings resolve ID --note ..
     passage bookings cancel ID [--note ..]
     passage check [--booking ID]
+    passage replay [--booking ID | --since T | --query Q] [--limit N]
     passage migrate upgrade|downgrade|current [REVISION] [--database-url URL]
 
 Every command accepts `--json` for the raw answer. The API is `PASSAGE_API_URL` (default
@@ -18,22 +19,29 @@ simulator and Stripe, configured like the worker (`PASSAGE_DATABASE_URL`,
 `PASSAGE_TEMPORAL_ADDRESS`, `PASSAGE_SUPPLIER_URL`, `PASSAGE_STRIPE_API_BASE`, ...); it needs no
 staff key. Exit status 1 when any invariant is broken.
 
+`replay` downloads booking histories from Temporal (`PASSAGE_TEMPORAL_ADDRESS`, decoded with
+`PASSAGE_CODEC_KEY`) and replays them with this release's workflow code (passage.replay): run it
+before rolling out workers. Exit status 1 when any history is not deterministic.
+
 `migrate` is `python -m passage.migrate` (passage.migrate).
 
 Each command demands only the settings it uses, and outside development (`PASSAGE_ENV`) exits 2
 naming the one that is missing: the booking commands a staff key; `check` DATABASE_URL and
-PASSAGE_CODEC_KEY (the workflows' payloads); `migrate` DATABASE_URL, and PASSAGE_CODEC_KEY to
-upgrade or downgrade. None of them needs the API's secrets or the webhook secret.
+PASSAGE_CODEC_KEY (the workflows' payloads); `replay` PASSAGE_CODEC_KEY; `migrate` DATABASE_URL,
+and PASSAGE_CODEC_KEY to upgrade or downgrade. None of them needs the API's secrets or the
+webhook secret.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TextIO
 
 import httpx
@@ -41,11 +49,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from temporalio.service import RPCError
 
 from activities.adapters.sql_store import SqlBookingStore, make_engine
-from passage import migrate
+from passage import migrate, replay
 from passage.checker import Violation, check
 from passage.codec import LedgerCipher
 from passage.collector import CheckSources, TemporalEngineViews, collect
-from passage.settings import LEDGER_TOOL_NEEDS, NO_NEEDS, Settings
+from passage.settings import LEDGER_TOOL_NEEDS, NO_NEEDS, REPLAY_NEEDS, Settings
 from passage.temporal import connect
 
 Json = dict[str, Any]
@@ -84,10 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     checker.add_argument("--booking", help="only this booking (default: every booking)")
     checker.set_defaults(command="check")
 
+    replayer = groups.add_parser("replay", help="replay booking histories with this code")
+    selection = replayer.add_mutually_exclusive_group()
+    selection.add_argument("--booking", help="only this booking")
+    selection.add_argument(
+        "--since", type=datetime.fromisoformat, help="bookings started since (ISO 8601)"
+    )
+    selection.add_argument("--query", help="a Temporal visibility query, AND-ed with the type")
+    replayer.add_argument("--limit", type=int, help="at most this many histories")
+    replayer.set_defaults(command="replay")
+
     migration = groups.add_parser("migrate", help="migrate the booking ledger")
     migrate.add_arguments(migration)
 
-    for command in (*commands.choices.values(), checker, migration):
+    for command in (*commands.choices.values(), checker, replayer, migration):
         command.add_argument("--json", action="store_true", help="print the raw JSON answer")
     return parser
 
@@ -131,6 +149,8 @@ def _main(argv: Sequence[str]) -> int:
         return asyncio.run(
             run_check(args, Settings.for_process("passage check", LEDGER_TOOL_NEEDS))
         )
+    if args.group == "replay":
+        return asyncio.run(run_replay(args, Settings.for_process("passage replay", REPLAY_NEEDS)))
     settings = Settings.for_process("passage", NO_NEEDS)
     key = os.environ.get("PASSAGE_STAFF_KEY") or next(iter(sorted(settings.staff_key_set)), "")
     if not key:
@@ -222,6 +242,32 @@ async def run_check(args: argparse.Namespace, settings: Settings, out: TextIO = 
     violations = check(evidence.bookings, evidence.inventory)
     print_violations(len(evidence.bookings), violations, args.json, out)
     return 1 if violations else 0
+
+
+async def run_replay(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
+    """`passage replay`: one line per history; 1 when any is not deterministic."""
+    query = replay.booking_query(args.booking, args.since, args.query)
+    try:
+        client = await connect(settings)
+        outcomes = await replay.replay(client, query, limit=args.limit)
+    except (RPCError, RuntimeError, OSError) as err:
+        print(f"passage: cannot replay the histories: {err}", file=sys.stderr)
+        return 1
+    failed = [outcome for outcome in outcomes if outcome.failure]
+    if args.json:
+        answer = {
+            "query": query,
+            "replayed": len(outcomes),
+            "failed": len(failed),
+            "histories": [dataclasses.asdict(outcome) for outcome in outcomes],
+        }
+        print(json.dumps(answer, indent=2), file=out)
+    else:
+        for outcome in outcomes:
+            verdict = f"NOT DETERMINISTIC: {outcome.failure}" if outcome.failure else "ok"
+            print(f"{outcome.workflow_id:<40} {outcome.events:>6} events  {verdict}", file=out)
+        print(f"{len(outcomes)} histories replayed: {len(failed)} not deterministic", file=out)
+    return 1 if failed else 0
 
 
 def print_violations(

@@ -52,12 +52,14 @@ DEV_LEDGER_KEY = base64.urlsafe_b64encode(
 #: What each process must be given outside development, by setting (each process uses these):
 #: the API signs tokens, derives customer refs, verifies webhooks and reads the ledger's
 #: personal data; the worker writes the ledger (codec and ledger keys) and nothing else;
-#: `passage migrate` and `passage check` work on a named ledger with its key; `migrate current`
-#: and the staff CLI's booking commands (which go through the API with a staff key) need no secret.
+#: `passage migrate` and `passage check` work on a named ledger with its key; `passage replay`
+#: decodes workflow payloads; `migrate current` and the staff CLI's booking commands (which go
+#: through the API with a staff key) need no secret.
 API_NEEDS = frozenset({"api_secret", "customer_ref_key", "stripe_webhook_secret", "codec_key"})
 WORKER_NEEDS = frozenset({"codec_key"})
 LEDGER_TOOL_NEEDS = frozenset({"database_url", "codec_key"})
 DATABASE_NEEDS = frozenset({"database_url"})
+REPLAY_NEEDS = frozenset({"codec_key"})
 NO_NEEDS: frozenset[str] = frozenset()
 #: The settings named in messages, in this order (DATABASE_URL has no PASSAGE_ prefix).
 _VARIABLES = {

@@ -1,6 +1,7 @@
 """The operators' tools in production mode demand only the settings they use, and name the one
-that is missing: `passage migrate` (and `python -m passage.migrate`), `passage check`, and the
-staff commands, run as operators run them (a process with only their variables)."""
+that is missing: `passage migrate` (and `python -m passage.migrate`), `passage check`,
+`passage replay` and the staff commands, run as operators run them (a process with only their
+variables)."""
 
 from __future__ import annotations
 
@@ -81,11 +82,18 @@ def test_python_m_passage_migrate_takes_the_database_from_the_command_line(
     assert migrate.current(ledger_url) == "0004"
 
 
-def test_check_names_the_ledger_and_its_key_not_the_api_secrets() -> None:
-    refused = run_tool(PASSAGE, "check")
+@pytest.mark.parametrize(
+    ("command", "missing"),
+    [("check", {"DATABASE_URL", "PASSAGE_CODEC_KEY"}), ("replay", {"PASSAGE_CODEC_KEY"})],
+)
+def test_check_and_replay_name_what_they_read_not_the_api_secrets(
+    command: str, missing: set[str]
+) -> None:
+    refused = run_tool(PASSAGE, command)
     assert refused.returncode == 2
-    assert refused.stderr.startswith("passage check cannot start")
-    assert "DATABASE_URL" in refused.stderr and "PASSAGE_CODEC_KEY" in refused.stderr
+    assert refused.stderr.startswith(f"passage {command} cannot start")
+    named = {name for name in ("DATABASE_URL", "PASSAGE_CODEC_KEY") if name in refused.stderr}
+    assert named == missing
     assert not any(secret in refused.stderr for secret in API_ONLY)
 
 
