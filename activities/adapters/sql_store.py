@@ -399,7 +399,7 @@ class SqlBookingStore:
         table = _table(BookingRow)
         values = row.model_dump()
         insert = self._insert(table).values(values)
-        # The customer never changes: their fields are not sealed again on every write.
+        # The customer never changes: their sealed fields are written by the first insert only.
         immutable = {
             "booking_id",
             "created_at",

@@ -169,7 +169,7 @@ def ledger_engine(ledger_database_url: str) -> Iterator[Engine]:
 
 @pytest.fixture(scope="session")
 def ledger_key() -> str:
-    """The codec key the store tests' ledgers are encrypted with (one per session)."""
+    """The codec key of the session's ledgers: the store tests' and the engine's (one database)."""
     return new_key()
 
 

@@ -16,7 +16,6 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from passage.codec import new_key
 from passage.settings import Environment, Settings
 from passage.temporal import connect
 from tests.support.stripe import STRIPE_TEST_API_KEY
@@ -25,8 +24,14 @@ from worker import booking_worker
 
 @pytest.fixture(scope="session")
 def engine_settings(
-    dev_env: WorkflowEnvironment, simulator_url: str, stripe_url: str, postgres_ledger_url: str
+    dev_env: WorkflowEnvironment,
+    simulator_url: str,
+    stripe_url: str,
+    postgres_ledger_url: str,
+    ledger_key: str,
 ) -> Settings:
+    """The engine's settings; its codec key is the session's ledger key, because the store tests
+    write the same PostgreSQL ledger and the staff API lists all of it."""
     return Settings(
         env=Environment.DEVELOPMENT,
         temporal_address=dev_env.client.service_client.config.target_host,
@@ -37,7 +42,7 @@ def engine_settings(
         stripe_api_base=stripe_url,
         stripe_api_key=STRIPE_TEST_API_KEY,
         database_url=postgres_ledger_url,
-        codec_key=new_key(),
+        codec_key=ledger_key,
         staff_keys="staff-key-e2e",
         # Every test customer comes from one address and polls its booking: the public rate
         # limits are off here, and their own test turns them on with a clock it controls.
