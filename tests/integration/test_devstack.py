@@ -330,6 +330,14 @@ def accept_the_new_price(stack: Stack, booking_id: str, token: str, within: floa
     assert accepted.status_code == 200 or went_on, accepted.text
 
 
+def wait_until_the_launcher_says(stack: Stack, text: str, within: float) -> None:
+    deadline = time.monotonic() + within
+    while text not in stack.log():
+        assert stack.process is not None and stack.process.poll() is None, stack.log()
+        assert time.monotonic() < deadline, stack.log()
+        time.sleep(0.1)
+
+
 def wait_for_a_new_pid(stack: Stack, name: str, old: int) -> int:
     """The pid of `name` once the launcher has started it again after `old` died."""
     deadline = time.monotonic() + 15
@@ -406,10 +414,7 @@ def test_a_killed_worker_is_restarted_and_a_crash_looping_api_stops_everything(
     # is killed: the restarted worker carries it through to CONFIRMED.
     booking_id, token = book_a_flight_awaiting_a_price_decision(stack)
     os.kill(worker, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while "worker     ready again" not in stack.log():
-        assert time.monotonic() < deadline, stack.log()
-        time.sleep(0.1)
+    wait_until_the_launcher_says(stack, "worker     ready again", within=30)
     assert "worker (pid" in stack.log() and "restarting it" in stack.log()
     # Until Temporal gives up on the dead worker's sticky queue (seconds) the answer may be a 503.
     accept_the_new_price(stack, booking_id, token, within=30)
@@ -439,11 +444,7 @@ def test_a_killed_temporal_server_is_restarted_on_its_database_file(stack: Stack
     # dies: restarted on its kept database file, it still has the booking, which goes on.
     booking_id, token = book_a_flight_awaiting_a_price_decision(stack)
     os.killpg(temporal, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while "temporal   ready again" not in stack.log():
-        assert stack.process is not None and stack.process.poll() is None, stack.log()
-        assert time.monotonic() < deadline, stack.log()
-        time.sleep(0.1)
+    wait_until_the_launcher_says(stack, "temporal   ready again", within=60)
     assert f"restarting it on its kept database file {stack.state_dir / 'temporal.db'}" in (
         stack.log()
     )
