@@ -463,7 +463,9 @@ class Campaign:
             return
         await asyncio.sleep(1.0)
         after = await self.view(api, run)
-        if after is not None and after["status"] != before["status"]:
+        # NEEDS_ATTENTION waits for staff; the terminal statuses must not move at all.
+        terminal = before["status"] in ("CONFIRMED", "FAILED", "CANCELLED")
+        if terminal and after is not None and after["status"] != before["status"]:
             run.misled = (
                 f"stale webhooks moved the settled booking from {before['status']} to "
                 f"{after['status']}"
