@@ -289,6 +289,14 @@ class SqlBookingStore:
         """The audit trail: every step, transition and staff action (`actor`), in order."""
         return await asyncio.to_thread(self._events, booking_id)
 
+    async def changes(self, booking_ids: Sequence[str]) -> dict[str, str]:
+        """A mark per recorded booking that changes with every write (the event streams' poll).
+
+        One indexed query for all of them (in chunks of `MAX_PAGE_SIZE` ids); unknown ids are
+        left out. A write of an equal version (a workflow task run again) changes the mark too.
+        """
+        return await asyncio.to_thread(self._changes, list(booking_ids))
+
     async def search(
         self,
         status: BookingStatus | str | None = None,
@@ -447,6 +455,21 @@ class SqlBookingStore:
             if booking is None:
                 return ()
             return _timeline(booking, self._event_rows(session, booking_id))
+
+    def _changes(self, booking_ids: list[str]) -> dict[str, str]:
+        table = _table(BookingRow)
+        marks: dict[str, str] = {}
+        with self._reader.connect() as conn:
+            for start in range(0, len(booking_ids), MAX_PAGE_SIZE):
+                chunk = booking_ids[start : start + MAX_PAGE_SIZE]
+                rows = conn.execute(
+                    select(table.c.booking_id, table.c.version, table.c.recorded_at).where(
+                        table.c.booking_id.in_(chunk)
+                    )
+                )
+                for booking_id, version, recorded_at in rows:
+                    marks[booking_id] = f"{version}@{recorded_at.isoformat()}"
+        return marks
 
     def _search(
         self,
