@@ -25,8 +25,8 @@ from temporalio.client import Client
 
 from activities.adapters.sql_store import SqlBookingStore, make_engine
 from api.app import create_app
-from bench.engine import booking_body
 from api.deps import ApiState
+from bench.engine import booking_body
 from tests.support.api import served_over_tcp
 from tests.support.bookings import FLIGHT, HOTEL, offer
 from tests.support.events import Event, read_stream
