@@ -81,6 +81,8 @@ async def test_a_booking_confirms_live(
 ) -> None:
     await open_checkout(page, checkout_site)
     await fill_in(page, CARD_OK, FLIGHT, HOTEL)
+    await expect(page.locator("#total")).to_have_text("€980.00")
+    await screenshot(page, "checkout-form")
     await pay(page)
     await status_becomes(page, "CONFIRMED")
     await expect(page.get_by_role("heading", name="Your trip is booked")).to_be_focused()
