@@ -24,7 +24,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 from activities.adapters.sql_store import SqlBookingStore, make_engine
 from api import errors
 from api.deps import ApiState, TemporalNotConnected
-from api.events import BookingWatcher
+from api.events import BookingWatcher, PostgresChangeListener
 from api.limits import BodySizeLimit
 from api.rate_limits import Clock, RateLimiter
 from api.routes import admin, booking_events, bookings, checkout, codec, health, webhooks
@@ -121,6 +121,10 @@ def _lifespan(
             events=BookingWatcher(store, settings.events_poll_seconds),
         )
         app.state.passage = state
+        listener = None
+        if engine.dialect.name == "postgresql":
+            listener = PostgresChangeListener(settings.database_url, state.events)
+            listener.start()
         connecting: asyncio.Task[None] | None = None
         if client is not None:
             state.attach(client)
@@ -135,6 +139,8 @@ def _lifespan(
                 connecting.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await connecting
+            if listener is not None:
+                await listener.close()
             await state.events.close()
             engine.dispose()
 

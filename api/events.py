@@ -7,8 +7,10 @@ every change (a local activity, before any caller can learn of the change), so a
 - `BookingWatcher` is the one poller of an API process: while any stream is open it reads the
   change marks (version and write time) of every watched booking in one indexed query every
   `events_poll_seconds` (0.1 s) and wakes the streams of the bookings that changed. Its cost
-  depends on the number of API processes, not on the number of streams; a stream costs one ledger
-  read per change of its booking.
+  depends on the number of API processes, not on the number of streams; the streams of one
+  booking share one ledger read per change. On PostgreSQL, `PostgresChangeListener` LISTENs for
+  the NOTIFY each ledger write sends: it wakes the streams at once and the poll slows to a safety
+  net (1 s) while the listener is up.
 - `booking_events` is one stream: a `timeline` event per timeline entry (`id:` = the entry's
   `seq`, so `Last-Event-ID` resumes after the last entry received, without gaps or repeats), then
   a `booking` event with the whole booking (the body of `GET /bookings/{id}`, no `id:`) after each
@@ -30,12 +32,14 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import psycopg
 import structlog
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sse_starlette import ServerSentEvent
 from temporalio.service import RPCError
 
-from activities.adapters.sql_store import StoredBooking
+from activities.adapters.sql_store import BOOKING_CHANGED_CHANNEL, StoredBooking
 from api.schemas import BookingOut, TimelineEntryOut
 from passage.bookings import BookingService, EngineUnavailable
 from workflows.contracts import BookingView, TimelineEntry
@@ -48,6 +52,8 @@ TIMELINE_EVENT = "timeline"
 BOOKING_EVENT = "booking"
 #: How long a reconnecting EventSource-style client waits before it tries again (`retry:`).
 RETRY_MILLISECONDS = 1000
+#: While PostgreSQL NOTIFY wakes the streams, the poll only catches what a lost one missed.
+SAFETY_NET_SECONDS = 1.0
 
 
 class Ledger(Protocol):
@@ -64,6 +70,8 @@ class WatcherStats:
 
     polls: int = 0
     wakeups: int = 0
+    #: PostgreSQL NOTIFYs received for watched bookings.
+    notifications: int = 0
     #: Ledger reads of watched bookings (one per change, whatever the number of streams).
     reads: int = 0
     failures: int = 0
@@ -74,9 +82,13 @@ class WatcherStats:
 class _Watched:
     events: set[asyncio.Event] = field(default_factory=set)
     mark: str | None = None
-    #: The one read of the booking since `mark` was seen, shared by all its streams.
+    #: The one read of the booking since the last change seen, shared by all its streams.
     reading: asyncio.Future[StoredBooking | None] | None = None
-    read_mark: str | None = None
+    #: Changes seen (by a poll or a NOTIFY): the shared read is per generation.
+    generation: int = 0
+    read_generation: int = -1
+    #: A NOTIFY woke the streams since the last poll: the poll that sees its write need not.
+    notified: bool = False
 
 
 class BookingWatcher:
@@ -85,6 +97,8 @@ class BookingWatcher:
     def __init__(self, ledger: Ledger, interval_seconds: float) -> None:
         self._ledger = ledger
         self._interval = interval_seconds
+        #: Set while a PostgreSQL LISTEN is up: NOTIFY wakes the streams, polls are a safety net.
+        self.notifications_live = False
         self._watched: dict[str, _Watched] = {}
         self._task: asyncio.Task[None] | None = None
         self.stats = WatcherStats()
@@ -113,12 +127,12 @@ class BookingWatcher:
     async def read(self, booking_id: str) -> StoredBooking | None:
         """The booking from the ledger; streams of one booking share one read per change."""
         watched = self._watched.get(booking_id)
-        if watched is None or watched.mark is None:
+        if watched is None or watched.generation == 0:
             return await self._ledger.read(booking_id)
         reading = watched.reading
-        stale = watched.read_mark != watched.mark
+        stale = watched.read_generation != watched.generation
         if reading is None or stale or (reading.done() and reading.exception() is not None):
-            watched.read_mark = watched.mark
+            watched.read_generation = watched.generation
             reading = watched.reading = asyncio.ensure_future(self._ledger.read(booking_id))
             self.stats.reads += 1
         return await asyncio.shield(reading)
@@ -145,18 +159,37 @@ class BookingWatcher:
             self.stats.poll_seconds += time.perf_counter() - started
             if marks is not None:
                 self._wake(booking_ids, marks)
-            await asyncio.sleep(self._interval)
+            live = self.notifications_live
+            await asyncio.sleep(max(self._interval, SAFETY_NET_SECONDS) if live else self._interval)
+
+    def notify(self, booking_id: str) -> None:
+        """A NOTIFY said the booking's row changed: wake its streams now."""
+        watched = self._watched.get(booking_id)
+        if watched is None:
+            return
+        self.stats.notifications += 1
+        watched.notified = True
+        self._wake_streams(watched)
 
     def _wake(self, booking_ids: list[str], marks: dict[str, str]) -> None:
         for booking_id in booking_ids:
             watched = self._watched.get(booking_id)
             mark = marks.get(booking_id)
-            if watched is None or mark is None or mark == watched.mark:
+            if watched is None:
                 continue
+            notified, watched.notified = watched.notified, False
+            if mark is None or mark == watched.mark:
+                continue
+            first = watched.mark is None
             watched.mark = mark
-            for changed in watched.events:
-                changed.set()
-                self.stats.wakeups += 1
+            if first or not notified:
+                self._wake_streams(watched)
+
+    def _wake_streams(self, watched: _Watched) -> None:
+        watched.generation += 1
+        for changed in watched.events:
+            changed.set()
+            self.stats.wakeups += 1
 
 
 async def booking_events(
@@ -218,3 +251,48 @@ async def _booking_event(
             # The ledger's view still tells the status; GET /bookings/{id} can be retried.
             log.warning("event stream: no client secret from Temporal", error=type(err).__name__)
     return ServerSentEvent(data=BookingOut.of(view).model_dump_json(), event=BOOKING_EVENT)
+
+
+class PostgresChangeListener:
+    """LISTENs for the ledger's NOTIFYs (PostgreSQL only) and wakes the watcher's streams at once.
+
+    The worker's ledger write NOTIFYs `BOOKING_CHANGED_CHANNEL` with the booking id when it commits
+    (activities/adapters/sql_store.py). One connection per API process; while it is up the poller
+    slows to a safety net (`SAFETY_NET_SECONDS`), and when it drops the poller is the fast path
+    again until it is back.
+    """
+
+    def __init__(self, database_url: str, watcher: BookingWatcher) -> None:
+        url = make_url(database_url).set(drivername="postgresql")
+        self._conninfo = url.render_as_string(hide_password=False)
+        self._watcher = watcher
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="booking-events-listener")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._watcher.notifications_live = False
+
+    async def _listen(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {BOOKING_CHANGED_CHANNEL}")
+                    self._watcher.notifications_live = True
+                    delay = 0.5
+                    async for notice in conn.notifies():
+                        self._watcher.notify(notice.payload)
+            except psycopg.Error as err:
+                log.warning("event streams: LISTEN lost; polling", error=type(err).__name__)
+            finally:
+                self._watcher.notifications_live = False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)

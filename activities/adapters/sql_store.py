@@ -63,6 +63,7 @@ from sqlalchemy import (
     exists,
     or_,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -104,6 +105,10 @@ from workflows.model import (
 MAX_PAGE_SIZE = 500
 
 _WRITE_OPTION = "passage_ledger_write"
+
+#: PostgreSQL only: every recorded snapshot NOTIFYs this channel with its booking id (no other
+#: data) when its transaction commits; the API's event streams LISTEN (api/events.py).
+BOOKING_CHANGED_CHANNEL = "passage_booking_changed"
 
 
 class LedgerError(ValueError):
@@ -345,6 +350,11 @@ class SqlBookingStore:
                 self._replace(conn, PaymentRow, "kind", booking_id, _payment_rows(view, now))
                 self._replace(conn, RefundRow, "reason", booking_id, _refund_rows(view, now))
             self._append_events(conn, view, recorded, committed, now)
+            if self._is_postgres:  # delivered at commit, to listeners only: nearly free
+                conn.execute(
+                    text("SELECT pg_notify(:channel, :booking_id)"),
+                    {"channel": BOOKING_CHANGED_CHANNEL, "booking_id": view.booking_id},
+                )
 
     def _upsert_booking(self, conn: Connection, row: BookingRow) -> bool:
         """Insert or update the booking if this version is newer; True when it was written."""
