@@ -80,6 +80,7 @@ from workflows.model import (
     Traveller,
     workflow_id_for,
 )
+from workflows.operator_view import booking_summary
 from workflows.state import BookingState
 
 #: Memo keys: the view (the workflow keeps it current), and what the API wrote at start.
@@ -302,6 +303,7 @@ class BookingService:
                     MEMO_ACCESS_TOKEN_HASH: request.access_token_hash,
                 },
                 search_attributes=initial_search_attributes(request),
+                static_summary=booking_summary(request),
                 rpc_timeout=self._timeouts.rpc,
             )
         except WorkflowAlreadyStartedError:

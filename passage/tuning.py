@@ -11,6 +11,11 @@ from typing import Any
 
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from passage.serialization_context import skip_unused_serialization_contexts
+
+#: A tenth of the worker's CPU went to resolving payload contexts nothing uses (see the module).
+skip_unused_serialization_contexts()
+
 #: The saga's pure modules (data types, rules, activity specs), imported once per worker instead
 #: of once per booking: the sandbox re-executing them was a tenth of the worker's CPU. They do
 #: no I/O and read no clock (the workflow passes `now` in), and every test runs them under the
@@ -19,6 +24,7 @@ PASSTHROUGH_MODULES = (
     "workflows.calls",
     "workflows.contracts",
     "workflows.model",
+    "workflows.operator_view",
     "workflows.saga",
     "workflows.search",
     "workflows.state",

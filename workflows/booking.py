@@ -25,7 +25,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
-from workflows import calls
+from workflows import calls, operator_view
 from workflows.contracts import (
     AttentionView,
     AuthorizePaymentInput,
@@ -164,6 +164,7 @@ class BookingWorkflow:
         resumed = self._confirmed
         if not self._state.created_at:
             self._state.created_at = self._now()
+        self._describe()
         if not resumed:
             self._event("RECEIVED", "ok", f"{len(request.items)} item(s)")
         saga = asyncio.ensure_future(self._saga(resumed))
@@ -253,6 +254,7 @@ class BookingWorkflow:
         quote = await self._forward(
             calls.QUOTE_ITEM,
             QuoteItemInput(self._request.booking_id, view.item_id, view.offer_id, view.quantity),
+            summary=f"QUOTE {view.item_id} · {view.offer_id}",
         )
         self._state.update_item(
             view.item_id,
@@ -308,6 +310,7 @@ class BookingWorkflow:
                 view.quantity,
                 view.supplier or "",
             ),
+            summary=f"HOLD {operator_view.item_label(view)}",
         )
         held_price = hold.price if hold.price is not None and hold.price != view.price else None
         self._state.update_item(
@@ -344,7 +347,7 @@ class BookingWorkflow:
         remaining = min(expiries) - workflow.now()
         delay = remaining - min(MAX_HOLD_MARGIN, remaining / 10)
         if delay.total_seconds() > 0:
-            await workflow.sleep(delay)
+            await workflow.sleep(delay, summary="hold deadline: stop before the first hold expires")
         self._stop(BookingError(ErrorType.HOLD_EXPIRED.value, "holds expired before confirmation"))
 
     async def _authorize(self) -> None:
@@ -360,7 +363,10 @@ class BookingWorkflow:
         self._compensations.register(Compensation(UndoKind.VOID_PAYMENT))
         try:
             auth = await self._forward(
-                calls.AUTHORIZE_PAYMENT, request, schedule_to_close=AUTHORIZE_WINDOW
+                calls.AUTHORIZE_PAYMENT,
+                request,
+                schedule_to_close=AUTHORIZE_WINDOW,
+                summary=f"AUTHORIZE {operator_view.money(amount)}",
             )
         except SagaFailedError as failure:
             self._event("AUTHORIZE", "failed", failure.error.message)
@@ -391,13 +397,18 @@ class BookingWorkflow:
                     await workflow.wait_condition(
                         lambda: self._payment_hint or self._stopping(),
                         timeout=timedelta(seconds=poll),
+                        timeout_summary="re-read the PaymentIntent if no webhook came",
                     )
                 except TimeoutError:
                     if self._lean:
                         poll = min(poll * 2, PAYMENT_POLL_MAX_SECONDS)
                 self._raise_if_stopped()
                 self._payment_hint = False
-                state = await self._forward(calls.GET_PAYMENT, GetPaymentInput(payment_intent_id))
+                state = await self._forward(
+                    calls.GET_PAYMENT,
+                    GetPaymentInput(payment_intent_id),
+                    summary="PAYMENT_ACTION: read the PaymentIntent",
+                )
                 self._raise_if_stopped()
                 if state.status == "requires_capture":
                     self._event("PAYMENT_ACTION", "ok", "customer authenticated")
@@ -428,6 +439,7 @@ class BookingWorkflow:
             ConfirmItemInput(
                 self._request.booking_id, view.item_id, view.hold_ref or "", view.supplier or ""
             ),
+            summary=f"CONFIRM {operator_view.item_label(view)}",
         )
         self._state.update_item(
             view.item_id,
@@ -448,6 +460,7 @@ class BookingWorkflow:
                 calls.CAPTURE_PAYMENT,
                 CapturePaymentInput(self._request.booking_id, payment_intent_id, amount),
                 schedule_to_close=max(window, timedelta(minutes=1)),
+                summary=f"CAPTURE {operator_view.money(amount)}",
             )
         except SagaFailedError as failure:
             self._event("CAPTURE", "failed", failure.error.message)
@@ -488,6 +501,7 @@ class BookingWorkflow:
         arg: InputT,
         *,
         schedule_to_close: timedelta | None = None,
+        summary: str | None = None,
     ) -> T:
         """Race a forward step against the stop reason; a stopped step still lands first.
 
@@ -495,7 +509,9 @@ class BookingWorkflow:
         undo sees it); raises SagaStoppedError when the step was cancelled by the stop, and
         SagaFailedError when it failed for good.
         """
-        handle = calls.start_forward(spec, arg, schedule_to_close=schedule_to_close)
+        handle = calls.start_forward(
+            spec, arg, schedule_to_close=schedule_to_close, summary=summary
+        )
         await workflow.wait_condition(lambda: handle.done() or self._stopping())
         if not handle.done():
             handle.cancel()
@@ -537,7 +553,7 @@ class BookingWorkflow:
         """Stop the saga with `error` if the block has not finished `after` from now."""
 
         async def expire() -> None:
-            await workflow.sleep(after)
+            await workflow.sleep(after, summary=f"deadline: {error.type}")
             self._stop(error)
 
         timer = asyncio.ensure_future(expire())
@@ -604,7 +620,10 @@ class BookingWorkflow:
             self._request.booking_id, item_id, view.hold_ref, view.supplier or ""
         )
         done, release = await self._until_done(
-            step, lambda: calls.run_undo(calls.RELEASE_ITEM, release_input), defer_refusal, item_id
+            step,
+            lambda: calls.run_undo(calls.RELEASE_ITEM, release_input, self._undo_summary(step)),
+            defer_refusal,
+            item_id,
         )
         if not done:
             return False
@@ -623,7 +642,10 @@ class BookingWorkflow:
             self._request.booking_id, item_id, view.supplier_ref, view.hold_ref, view.supplier or ""
         )
         done, cancel = await self._until_done(
-            step, lambda: calls.run_undo(calls.CANCEL_ITEM, cancel_input), defer_refusal, item_id
+            step,
+            lambda: calls.run_undo(calls.CANCEL_ITEM, cancel_input, self._undo_summary(step)),
+            defer_refusal,
+            item_id,
         )
         if not done:
             return False
@@ -652,7 +674,10 @@ class BookingWorkflow:
             return True
         void_input = VoidPaymentInput(self._authorization, self._state.payment.payment_intent_id)
         done, void = await self._until_done(
-            step, lambda: calls.run_undo(calls.VOID_PAYMENT, void_input), defer_refusal, None
+            step,
+            lambda: calls.run_undo(calls.VOID_PAYMENT, void_input, self._undo_summary(step)),
+            defer_refusal,
+            None,
         )
         if not done:
             return False
@@ -722,6 +747,7 @@ class BookingWorkflow:
             await workflow.wait_condition(
                 lambda: self._cancel_request is not None or self._workflow_cancelled,
                 timeout=window,
+                timeout_summary="cancellation window: continue as new at its end",
             )
         except TimeoutError:
             created = datetime.fromisoformat(self._state.created_at)
@@ -758,7 +784,11 @@ class BookingWorkflow:
             )
             _, refund = await self._until_done(
                 "REFUND",
-                lambda: calls.run_undo(calls.REFUND_PAYMENT, refund_input),
+                lambda: calls.run_undo(
+                    calls.REFUND_PAYMENT,
+                    refund_input,
+                    f"REFUND {operator_view.money(refund_amount)}",
+                ),
                 False,
                 None,
             )
@@ -917,6 +947,7 @@ class BookingWorkflow:
             self._unpublished = True
             return
         self._upsert_search_attributes()
+        self._describe()
         if self._published_status == self._state.status:
             return
         self._published_status = self._state.status
@@ -941,6 +972,7 @@ class BookingWorkflow:
             self._publishing = True
             try:
                 self._upsert_search_attributes()
+                self._describe()
                 view = self._view()
                 committed = self._committed_timeline()
                 snapshot = RecordBookingInput(
@@ -973,6 +1005,17 @@ class BookingWorkflow:
         # An activity runs once this task has completed: every entry it carries is kept.
         self._records.append(calls.start_record(replace(snapshot, committed_through=None)))
         return False
+
+    def _undo_summary(self, step: str) -> str:
+        """An undo step as the UI shows it: `RELEASE it_2 · harbour-hotels`."""
+        kind, _, item_id = step.partition(" ")
+        if item_id and item_id in self._state.items:
+            return f"{kind} {operator_view.item_label(self._state.item(item_id))}"
+        return step
+
+    def _describe(self) -> None:
+        """The booking's current details for the UI (a query answer, not a history event)."""
+        workflow.set_current_details(operator_view.current_details(self._state, self._now()))
 
     def _upsert_search_attributes(self) -> None:
         current = workflow.info().typed_search_attributes

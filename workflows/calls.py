@@ -125,12 +125,17 @@ def start_forward(
     arg: InputT,
     *,
     schedule_to_close: timedelta | None = None,
+    summary: str | None = None,
 ) -> workflow.ActivityHandle[OutputT]:
-    """Start a forward step; cancelling its handle waits for the attempt in flight to land."""
+    """Start a forward step; cancelling its handle waits for the attempt in flight to land.
+
+    `summary` is the line the Temporal UI shows for it (workflows/operator_view.py).
+    """
     return workflow.start_activity(
         spec.name.value,
         arg,
         result_type=spec.result_type,
+        summary=summary,
         start_to_close_timeout=ACTIVITY_TIMEOUT,
         schedule_to_close_timeout=schedule_to_close,
         retry_policy=spec.retry,
@@ -138,12 +143,15 @@ def start_forward(
     )
 
 
-async def run_undo(spec: ActivitySpec[InputT, OutputT], arg: InputT) -> OutputT:
+async def run_undo(
+    spec: ActivitySpec[InputT, OutputT], arg: InputT, summary: str | None = None
+) -> OutputT:
     """Run an undo step to its end: transient errors are retried without limit."""
     result: OutputT = await workflow.execute_activity(
         spec.name.value,
         arg,
         result_type=spec.result_type,
+        summary=summary,
         start_to_close_timeout=ACTIVITY_TIMEOUT,
         retry_policy=spec.retry,
     )
@@ -160,6 +168,7 @@ def record_locally(snapshot: RecordBookingInput) -> workflow.ActivityHandle[None
     return workflow.start_local_activity(
         ActivityName.RECORD_BOOKING.value,
         snapshot,
+        summary=_record_summary(snapshot),
         start_to_close_timeout=RECORD_LOCALLY_ATTEMPT,
         retry_policy=RECORD_LOCALLY_RETRY,
     )
@@ -170,6 +179,12 @@ def start_record(snapshot: RecordBookingInput) -> workflow.ActivityHandle[None]:
     return workflow.start_activity(
         ActivityName.RECORD_BOOKING.value,
         snapshot,
+        summary=_record_summary(snapshot),
         start_to_close_timeout=ACTIVITY_TIMEOUT,
         retry_policy=RECORD_RETRY,
     )
+
+
+def _record_summary(snapshot: RecordBookingInput) -> str:
+    view = snapshot.view
+    return f"ledger: version {view.version}, {view.status.value}"
