@@ -87,8 +87,6 @@ class _Watched:
     #: Changes seen (by a poll or a NOTIFY): the shared read is per generation.
     generation: int = 0
     read_generation: int = -1
-    #: A NOTIFY woke the streams since the last poll: the poll that sees its write need not.
-    notified: bool = False
 
 
 class BookingWatcher:
@@ -127,7 +125,7 @@ class BookingWatcher:
     async def read(self, booking_id: str) -> StoredBooking | None:
         """The booking from the ledger; streams of one booking share one read per change."""
         watched = self._watched.get(booking_id)
-        if watched is None or watched.generation == 0:
+        if watched is None:
             return await self._ledger.read(booking_id)
         reading = watched.reading
         stale = watched.read_generation != watched.generation
@@ -168,22 +166,18 @@ class BookingWatcher:
         if watched is None:
             return
         self.stats.notifications += 1
-        watched.notified = True
         self._wake_streams(watched)
 
     def _wake(self, booking_ids: list[str], marks: dict[str, str]) -> None:
         for booking_id in booking_ids:
             watched = self._watched.get(booking_id)
             mark = marks.get(booking_id)
-            if watched is None:
+            if watched is None or mark is None or mark == watched.mark:
                 continue
-            notified, watched.notified = watched.notified, False
-            if mark is None or mark == watched.mark:
-                continue
-            first = watched.mark is None
+            # Also after a NOTIFY woke the streams for this write: one more shared read is
+            # cheaper than trusting that no NOTIFY was lost while the listener reconnected.
             watched.mark = mark
-            if first or not notified:
-                self._wake_streams(watched)
+            self._wake_streams(watched)
 
     def _wake_streams(self, watched: _Watched) -> None:
         watched.generation += 1

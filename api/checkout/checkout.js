@@ -78,7 +78,6 @@ function offerGroup(kind, offers) {
     input.addEventListener('change', showTotal);
     const label = document.createElement('label');
     label.htmlFor = input.id;
-    label.innerHTML = '';
     const title = document.createElement('span');
     title.textContent = `${offer.description} — ${offer.supplier}`;
     const terms = document.createElement('span');
@@ -302,7 +301,7 @@ function render(view) {
   renderOutcome(view, previous);
   const cancellable = !TERMINAL.has(view.status) && !['CONFIRMING', 'CAPTURING', 'CANCELLING', 'COMPENSATING'].includes(view.status);
   $('cancel').hidden = !(view.status === 'CONFIRMED' || cancellable);
-  $('new-booking').hidden = !TERMINAL.has(view.status) || view.status === 'CONFIRMED';
+  $('new-booking').hidden = !TERMINAL.has(view.status);
 }
 
 function renderItems(view) {
