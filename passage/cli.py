@@ -6,6 +6,7 @@
     passage bookings resolve ID --note ..
     passage bookings cancel ID [--note ..]
     passage check [--booking ID]
+    passage replay [--booking ID | --since T | --query Q] [--limit N]
 
 Every command accepts `--json` for the raw answer. The API is `PASSAGE_API_URL` (default
 http://127.0.0.1:8000); the staff key is `PASSAGE_STAFF_KEY`, else the first of
@@ -16,16 +17,22 @@ http://127.0.0.1:8000); the staff key is `PASSAGE_STAFF_KEY`, else the first of
 simulator and Stripe, configured like the worker (`PASSAGE_DATABASE_URL`,
 `PASSAGE_TEMPORAL_ADDRESS`, `PASSAGE_SUPPLIER_URL`, `PASSAGE_STRIPE_API_BASE`, ...); it needs no
 staff key. Exit status 1 when any invariant is broken.
+
+`replay` downloads booking histories from Temporal (`PASSAGE_TEMPORAL_ADDRESS`, decoded with
+`PASSAGE_CODEC_KEY`) and replays them with this release's workflow code (passage.replay): run it
+before rolling out workers. Exit status 1 when any history is not deterministic.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TextIO
 
 import httpx
@@ -33,6 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from temporalio.service import RPCError
 
 from activities.adapters.sql_store import SqlBookingStore, make_engine
+from passage import replay
 from passage.checker import Violation, check
 from passage.collector import CheckSources, TemporalEngineViews, collect
 from passage.settings import Settings
@@ -74,7 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     checker.add_argument("--booking", help="only this booking (default: every booking)")
     checker.set_defaults(command="check")
 
-    for command in (*commands.choices.values(), checker):
+    replayer = groups.add_parser("replay", help="replay booking histories with this code")
+    selection = replayer.add_mutually_exclusive_group()
+    selection.add_argument("--booking", help="only this booking")
+    selection.add_argument(
+        "--since", type=datetime.fromisoformat, help="bookings started since (ISO 8601)"
+    )
+    selection.add_argument("--query", help="a Temporal visibility query, AND-ed with the type")
+    replayer.add_argument("--limit", type=int, help="at most this many histories")
+    replayer.set_defaults(command="replay")
+
+    for command in (*commands.choices.values(), checker, replayer):
         command.add_argument("--json", action="store_true", help="print the raw JSON answer")
     return parser
 
@@ -113,6 +131,8 @@ def _main(argv: Sequence[str]) -> int:
     settings = Settings()
     if args.group == "check":
         return asyncio.run(run_check(args, settings))
+    if args.group == "replay":
+        return asyncio.run(run_replay(args, settings))
     key = os.environ.get("PASSAGE_STAFF_KEY") or next(iter(sorted(settings.staff_key_set)), "")
     if not key:
         print("passage: set PASSAGE_STAFF_KEY to a staff key (make up prints one)", file=sys.stderr)
@@ -200,6 +220,32 @@ async def run_check(args: argparse.Namespace, settings: Settings, out: TextIO = 
     violations = check(evidence.bookings, evidence.inventory)
     print_violations(len(evidence.bookings), violations, args.json, out)
     return 1 if violations else 0
+
+
+async def run_replay(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
+    """`passage replay`: one line per history; 1 when any is not deterministic."""
+    query = replay.booking_query(args.booking, args.since, args.query)
+    try:
+        client = await connect(settings)
+        outcomes = await replay.replay(client, query, limit=args.limit)
+    except (RPCError, RuntimeError, OSError) as err:
+        print(f"passage: cannot replay the histories: {err}", file=sys.stderr)
+        return 1
+    failed = [outcome for outcome in outcomes if outcome.failure]
+    if args.json:
+        answer = {
+            "query": query,
+            "replayed": len(outcomes),
+            "failed": len(failed),
+            "histories": [dataclasses.asdict(outcome) for outcome in outcomes],
+        }
+        print(json.dumps(answer, indent=2), file=out)
+    else:
+        for outcome in outcomes:
+            verdict = f"NOT DETERMINISTIC: {outcome.failure}" if outcome.failure else "ok"
+            print(f"{outcome.workflow_id:<40} {outcome.events:>6} events  {verdict}", file=out)
+        print(f"{len(outcomes)} histories replayed: {len(failed)} not deterministic", file=out)
+    return 1 if failed else 0
 
 
 def print_violations(

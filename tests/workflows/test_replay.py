@@ -22,7 +22,7 @@ from tests.support.fake_activities import BLOCK, FakeBookingActivities, Offer, r
 from tests.support.temporal import wait_for_history_event
 from tests.workflows.test_booking_saga import booking_request, run_saga
 from workflows.booking import BookingWorkflow
-from workflows.contracts import CancelBookingRequest, PriceDecision, StaffAction
+from workflows.contracts import CancelBookingRequest, PaymentEvent, PriceDecision, StaffAction
 from workflows.model import BookingStatus, CancellationTerms
 
 SCENARIOS = [
@@ -35,6 +35,8 @@ SCENARIOS = [
     "price_accepted",
     "optional_failed",
     "uncancellable_last",
+    "three_d_secure",
+    "retried_then_resolved",
 ]
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
@@ -53,6 +55,12 @@ async def _history(env: WorkflowEnvironment, scenario: str) -> WorkflowHistory:
         fake.offers["fl-1"] = Offer(held_unit_price=11_000)
     if scenario == "optional_failed":
         fake.script["CONFIRM it_2"] = [refuse("SOLD_OUT")]
+    if scenario == "three_d_secure":
+        fake.payment_status = "requires_action"
+        fake.payment_status_after_action = "requires_capture"
+    if scenario == "retried_then_resolved":
+        fake.script["CAPTURE"] = [refuse("PAYMENT_FAILED")]
+        fake.script["CANCEL it_1"] = [refuse("NOT_CANCELLABLE"), refuse("NOT_CANCELLABLE")]
     if scenario == "uncancellable_last":
         fake.offers["fl-1"] = Offer(cancellation=CancellationTerms(cancellable=False))
         fake.offers["ht-1"] = Offer(cancellation=CancellationTerms(refundable=False))
@@ -86,6 +94,20 @@ async def _history(env: WorkflowEnvironment, scenario: str) -> WorkflowHistory:
             await saga.handle.execute_update(BookingWorkflow.cancel, CancelBookingRequest())
         if scenario == "needs_attention":
             await saga.status(BookingStatus.NEEDS_ATTENTION)
+            await saga.handle.execute_update(BookingWorkflow.resolve, StaffAction("staff:ops"))
+        if scenario == "three_d_secure":
+            await saga.status(BookingStatus.AWAITING_PAYMENT_ACTION)
+            event = PaymentEvent("evt_1", "payment_intent.amount_capturable_updated", "pi_x")
+            await saga.handle.signal(BookingWorkflow.payment_event, event)
+        if scenario == "retried_then_resolved":
+            await saga.status(BookingStatus.NEEDS_ATTENTION)
+            await saga.handle.execute_update(BookingWorkflow.retry, StaffAction("staff:ops"))
+            await saga.wait_for(
+                lambda view: (
+                    view.status == BookingStatus.NEEDS_ATTENTION
+                    and any(entry.outcome == "staff retry" for entry in view.timeline)
+                )
+            )
             await saga.handle.execute_update(BookingWorkflow.resolve, StaffAction("staff:ops"))
         await saga.handle.result()
         return await saga.handle.fetch_history()
