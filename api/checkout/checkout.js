@@ -11,6 +11,9 @@
 
 const config = JSON.parse(document.getElementById('checkout-config').textContent);
 const KINDS = ['flight', 'hotel', 'ferry', 'cruise', 'activity'];
+const KIND_TITLES = {
+  flight: 'Flights', hotel: 'Hotels', ferry: 'Ferries', cruise: 'Cruises', activity: 'Activities (optional)',
+};
 const TERMINAL = new Set(['CONFIRMED', 'FAILED', 'CANCELLED']);
 const STATUS_TEXT = {
   RECEIVED: 'Received', PRICING: 'Checking prices', AWAITING_PRICE_ACCEPTANCE: 'Waiting for you: the price changed',
@@ -63,7 +66,7 @@ async function loadOffers() {
 function offerGroup(kind, offers) {
   const fieldset = document.createElement('fieldset');
   const legend = document.createElement('legend');
-  legend.textContent = kind === 'activity' ? 'activities (optional)' : `${kind}s`;
+  legend.textContent = KIND_TITLES[kind];
   fieldset.appendChild(legend);
   for (const offer of offers) {
     offersById.set(offer.offer_id, offer);
@@ -98,7 +101,9 @@ function termsText(offer) {
   if (terms.cancellable === false) return 'cannot be cancelled';
   if (!terms.refundable) return 'non-refundable';
   const fee = terms.fee_bps ? `${terms.fee_bps / 100} % fee` : 'free';
-  const until = terms.free_until ? `free cancellation until ${new Date(terms.free_until).toLocaleDateString()}, then ` : '';
+  const freeUntil = terms.free_until ? new Date(terms.free_until) : null;
+  const until = freeUntil && freeUntil > new Date() && terms.fee_bps
+    ? `free until ${freeUntil.toLocaleDateString()}, then ` : '';
   return `cancellation: ${until}${fee}`;
 }
 
