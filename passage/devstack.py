@@ -149,6 +149,11 @@ class Endpoints:
         return f"http://{self.host}:{self.simulator_port}"
 
     @property
+    def checkout_url(self) -> str:
+        """The reference checkout page (PASSAGE_CHECKOUT_ENABLED, on under `make up`)."""
+        return f"{self.api_url}/checkout"
+
+    @property
     def stripe_url(self) -> str:
         return f"http://{self.host}:{self.stripe_port}"
 
@@ -274,6 +279,10 @@ class DevStack:
             "PASSAGE_API_SECRET": self._kept_secret(
                 "PASSAGE_API_SECRET", "api_secret", lambda: secrets.token_urlsafe(32)
             ),
+            # The reference checkout page, with the Stripe emulator's fake Stripe.js.
+            "PASSAGE_CHECKOUT_ENABLED": self.environ.get("PASSAGE_CHECKOUT_ENABLED") or "true",
+            "PASSAGE_STRIPE_JS_URL": self.environ.get("PASSAGE_STRIPE_JS_URL")
+            or f"{self.endpoints.stripe_url}/js.stripe.com/v3/",
             # The Web UI calls the API's codec endpoint from its own origin, wherever it listens.
             "PASSAGE_CODEC_CORS_ORIGINS": self.environ.get("PASSAGE_CODEC_CORS_ORIGINS")
             or f"{self.endpoints.temporal_ui_url},http://localhost:{self.endpoints.temporal_ui_port}",
@@ -582,6 +591,7 @@ class DevStack:
         ledger = make_url(env["DATABASE_URL"]).render_as_string(hide_password=True)
         rows = [
             ("API", ep.api_url),
+            ("Checkout", ep.checkout_url),
             ("Temporal UI", f'{ep.temporal_ui_url}  (stuck: BookingStatus="NEEDS_ATTENTION")'),
             ("Temporal", f"{ep.temporal_address}  (namespace {self.settings.temporal_namespace})"),
             ("Simulator", ep.simulator_url),

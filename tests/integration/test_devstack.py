@@ -370,6 +370,11 @@ def test_make_up_books_keeps_bookings_across_a_restart_and_stops_cleanly(stack: 
     view = wait_settled(stack, booking_id, token)
     assert view["status"] == "CONFIRMED", view
     assert view["payment"]["status"] == "CAPTURED", view
+    # `make up` serves the reference checkout page, on the Stripe emulator's fake Stripe.js.
+    assert f"{stack.api}/checkout" in log
+    page = httpx.get(f"{stack.api}/checkout", timeout=5)
+    assert page.status_code == 200, page.text
+    assert f'src="{stack.url("PASSAGE_STRIPE_PORT")}/js.stripe.com/v3/"' in page.text
 
     children = stack.children()
     assert set(children) == {"temporal", "simulator", "stripe", "worker", "api"}
