@@ -4,7 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install lint test up demo chaos bench smoke clean
+#: Debian's Chromium, which the browser tests (tests/browser/) drive through Playwright: Playwright's
+#: own browser download needs the internet. `make test` installs the package when it is missing.
+CHROMIUM := $(or $(PASSAGE_CHROMIUM),$(firstword $(wildcard /usr/lib/chromium/chromium /usr/bin/chromium)))
+
+.PHONY: install lint test up demo chaos bench smoke clean chromium
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +23,20 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy --strict workflows activities
 
-test: lint
+test: lint chromium
 	$(PY) -m pytest -q
+
+chromium:
+ifeq ($(CHROMIUM),)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "the browser tests need Debian's chromium: run 'sudo apt-get install -y chromium'" \
+			"(or set PASSAGE_CHROMIUM=/path/to/chromium)" >&2; \
+		exit 1; \
+	fi
+endif
 
 up: install
 	PASSAGE_ENV=$${PASSAGE_ENV:-development} $(PY) -m passage.devstack

@@ -24,9 +24,10 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 from activities.adapters.sql_store import SqlBookingStore, make_engine
 from api import errors
 from api.deps import ApiState, TemporalNotConnected
+from api.events import BookingWatcher, PostgresChangeListener
 from api.limits import BodySizeLimit
 from api.rate_limits import Clock, RateLimiter
-from api.routes import admin, bookings, codec, health, webhooks
+from api.routes import admin, booking_events, bookings, checkout, codec, health, webhooks
 from passage.bookings import BookingKeys, BookingService
 from passage.codec import LedgerCipher
 from passage.settings import Settings
@@ -42,7 +43,10 @@ DESCRIPTION = """\
 Passage books multi-supplier trips as one durable Temporal saga per booking.
 
 * **Checkout** (`/bookings`): start a booking with an `Idempotency-Key`, then read it with the
-  `access_token` it returned (`Authorization: Bearer <token>`), cancel it or answer a price change.
+  `access_token` it returned (`Authorization: Bearer <token>`), follow it live
+  (`/bookings/{id}/events`, Server-Sent Events), cancel it or answer a price change.
+* **Reference checkout page** (`/checkout`, only where `PASSAGE_CHECKOUT_ENABLED` is on, as under
+  `make up`): a page built on the endpoints above, and the offer list it shows.
 * **Staff** (`/admin/bookings`, `/codec`): `Authorization: Bearer <staff key>`.
 * **Stripe** (`/webhooks/stripe`): signed events only.
 
@@ -77,7 +81,11 @@ def create_app(
         allow_headers=["Authorization", "Content-Type", "X-Namespace"],
         allow_credentials=True,
     )
-    for router in (bookings.router, admin.router, webhooks.router, codec.router, health.router):
+    routers = [bookings.router, booking_events.router, admin.router, webhooks.router]
+    routers += [codec.router, health.router]
+    if settings.checkout_enabled:
+        routers.append(checkout.router)
+    for router in routers:
         app.include_router(router)
     return app
 
@@ -111,8 +119,13 @@ def _lifespan(
                 processed_events=processed_events,
             ),
             rate_limiter=RateLimiter.from_settings(settings, clock=clock),
+            events=BookingWatcher(store, settings.events_poll_seconds),
         )
         app.state.passage = state
+        listener = None
+        if engine.dialect.name == "postgresql":
+            listener = PostgresChangeListener(settings.database_url, state.events)
+            listener.start()
         connecting: asyncio.Task[None] | None = None
         if client is not None:
             state.attach(client)
@@ -127,6 +140,9 @@ def _lifespan(
                 connecting.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await connecting
+            if listener is not None:
+                await listener.close()
+            await state.events.close()
             engine.dispose()
 
     return lifespan

@@ -18,6 +18,7 @@ from temporalio.converter import PayloadCodec
 
 from activities.adapters.sql_store import SqlBookingStore
 from api.errors import ApiError
+from api.events import BookingWatcher
 from api.rate_limits import RateLimiter, retry_after
 from passage.bookings import BookingKeys, BookingService, EngineUnavailable
 from passage.settings import Settings
@@ -46,6 +47,8 @@ class ApiState:
     processed_events: ProcessedWebhookEvents
     service: BookingService
     rate_limiter: RateLimiter
+    #: The one ledger poller behind every event stream of this process (api/events.py).
+    events: BookingWatcher
     connected: bool = False
 
     def attach(self, client: Client) -> None:

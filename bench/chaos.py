@@ -5,23 +5,33 @@ state directory, `PASSAGE_ENV=development`), then:
 
 - submits N bookings over the HTTP API at concurrency C: random itineraries of 1-4 items across
   every kind, some optional, some paid with the declined card or the 3-D Secure card (which the
-  customer passes at the emulator, after which the signed webhook is delivered, now and then twice);
+  customer passes at the emulator, after which the signed webhook is delivered, now and then twice),
+  each with travellers, e-mail and document numbers of their own;
+- delivers signed Stripe events out of order and stale, as Stripe may: a failure hint before the
+  customer has passed the challenge, an older event after a newer one, events for bookings that
+  have moved on (mid-saga or settled) and old event ids again; none may move a booking;
 - injects simulator faults on every operation (error, timeout, latency, refuse, each with a rate);
 - sends a customer cancel at a random moment to about a third of the bookings (a 409 "confirmation
   in progress" is sent again once the booking is CONFIRMED, as the 409 asks);
-- SIGKILLs the worker K times (the launcher restarts it) and restarts the whole engine once
-  (SIGTERM to the launcher, then a start on the same state directory: the Temporal dev server on
-  its kept database file, the API, the simulator and the Stripe emulator on their state files);
+- SIGKILLs the worker K times, the Temporal dev server once and the API once (the launcher
+  restarts each: Temporal on its kept database file), and restarts the whole engine once (SIGTERM
+  to the launcher, then a start on the same state directory: the Temporal dev server on its
+  database file, the API, the simulator and the Stripe emulator on their state files);
 - drains: clears the faults, retries NEEDS_ATTENTION bookings through the staff API (then resolves
   the ones a retry does not move, as staff would), waits for every booking to settle;
-- runs the invariant checker (`passage check --json`, with the launcher's codec key) and prints a
-  table. Exit status 1 on any violation (or a booking that could not be driven), 0 otherwise.
+- runs the invariant checker (`passage check --json`, with the launcher's codec key), stops the
+  engine and scans every log line of every process of the run (launcher, Temporal, simulator,
+  Stripe emulator, worker, API) for the travellers' data, access tokens, client secrets, card
+  numbers and secrets it used; prints a table. Exit status 1 on any violation, leak, webhook that
+  moved a booking, or booking that could not be driven; 0 otherwise.
 
     python -m bench.chaos [--bookings N] [--concurrency C] [--kills K] [--no-temporal-restart]
+                          [--no-api-restart] [--no-engine-restart] [--no-log-scan]
 
 Environment: CHAOS_BOOKINGS, CHAOS_CONCURRENCY, CHAOS_KILLS, CHAOS_SEED, CHAOS_CANCEL_SHARE,
-CHAOS_DECLINED_SHARE (share of bookings paid with the declined card), CHAOS_TEMPORAL_RESTART
-(0 to skip the restart), CHAOS_KEEP (keep the state directory and print where it is).
+CHAOS_DECLINED_SHARE (share of bookings paid with the declined card), CHAOS_STALE_WEBHOOK_SHARE,
+CHAOS_TEMPORAL_RESTART, CHAOS_API_RESTART, CHAOS_ENGINE_RESTART, CHAOS_LOG_SCAN (0 to skip each),
+CHAOS_KEEP (keep the state directory and print where it is).
 """
 
 from __future__ import annotations
@@ -53,12 +63,15 @@ from bench.engine import (
     CARD_OK,
     REPO_ROOT,
     STRIPE_KEY,
+    WEBHOOK_SECRET,
     Engine,
     booking_body,
     payment_intent_event,
     payment_methods,
     signed,
 )
+from passage import logs
+from passage.settings import DEV_SECRETS
 
 Json = dict[str, Any]
 
@@ -71,6 +84,27 @@ UNREACHABLE_FOR = 150.0
 SETTLE_SECONDS = 150.0
 #: Worker kills this far apart at least: the launcher gives up after 3 crashes within 30 s.
 KILL_SPACING = 16.0
+#: Any two crashes or restarts this far apart at least, each after the one before has recovered.
+EVENT_SPACING = 4.0
+#: When, as a share of the submissions, the Temporal dev server, the engine and the API go down.
+TEMPORAL_AT, ENGINE_AT, API_AT = 0.35, 0.5, 0.65
+#: The travellers' data, distinctive enough for the log scan to find anywhere: first names and
+#: birth dates as they are; every last name, e-mail and document number holds the run's marker.
+FIRST_NAMES = ("Zephyrine", "Bartholomew", "Ottoline", "Peregrine", "Wilhelmina", "Evander")
+LAST_NAMES = ("Quillfeather", "Ravensworth", "Thistlewood", "Marchbanks")
+BIRTH_DATES = ("1931-07-29", "1929-02-17", "1944-11-03", "1957-05-21")
+#: Letters that are no hexadecimal digit: the marker never turns up in an id by chance.
+MARKER_LETTERS = "ghjkmnpqrstvwxyz"
+#: Stale events delivered for a booking that has moved on (any may come late from Stripe).
+STALE_TYPES = (
+    "payment_intent.amount_capturable_updated",
+    "payment_intent.payment_failed",
+    "payment_intent.requires_action",
+    "payment_intent.canceled",
+    "payment_intent.succeeded",
+)
+#: Where the launcher announces the staff key it generated (CONTRACT: `make up` prints it).
+STAFF_KEY_ANNOUNCEMENT = "  Staff key "
 #: Faults on every operation: (mode, rate, latency_ms). Timeouts stay below the hold TTL.
 FAULTS: list[tuple[str, float, int | None]] = [
     ("error", 0.06, None),
@@ -96,6 +130,10 @@ class Plan:
     card: str
     cancel_after: float | None
     duplicate_webhook: bool
+    #: A failure hint before the challenge is passed, an older event after the newer one.
+    out_of_order_webhooks: bool = False
+    #: Stale events while the booking moves on and after it settled, and an old event id again.
+    stale_webhooks: bool = False
 
 
 @dataclass
@@ -105,6 +143,12 @@ class Run:
     cancels: list[tuple[str, int, str]] = field(default_factory=list)
     final: Json | None = None
     problem: str | None = None
+    #: The customer passed the 3-D Secure challenge at the emulator.
+    authenticated: bool = False
+    #: Events delivered for it (to deliver an old one again).
+    events: list[Json] = field(default_factory=list)
+    #: What a webhook made of it that it should not have (set when seen).
+    misled: str | None = None
 
     @property
     def booking_id(self) -> str:
@@ -131,6 +175,12 @@ class Campaign:
         self.faults: Counter[str] = Counter()
         self.kills = 0
         self.restarts: list[str] = []
+        #: Crashes of the Temporal dev server and of the API: service -> what happened.
+        self.crashes: dict[str, list[str]] = {"temporal": [], "api": []}
+        self.webhooks: Counter[str] = Counter()
+        self.webhook_answers: Counter[str] = Counter()
+        self.tokens: list[str] = []
+        self.marker = "Zq" + "".join(random.Random(args.seed).choices(MARKER_LETTERS, k=8))
         self.staff: Counter[str] = Counter()
         self.submitted = 0
         self.done = 0
@@ -224,6 +274,8 @@ class Campaign:
                         else None
                     ),
                     duplicate_webhook=self.rng.random() < 0.5,
+                    out_of_order_webhooks=self.rng.random() < 0.75,
+                    stale_webhooks=self.rng.random() < self.args.stale_webhook_share,
                 )
             )
         return drawn
@@ -234,7 +286,29 @@ class Campaign:
             (offer_id, prices[offer_id], optional)
             for offer_id, optional in zip(plan.offers, plan.optional, strict=True)
         ]
-        return booking_body(f"chaos-{plan.index}", items, self.cards[plan.card])
+        body = booking_body(f"chaos-{plan.index}", items, self.cards[plan.card])
+        return {**body, **self.people(plan.index)}
+
+    def people(self, index: int) -> Json:
+        """The customer and one or two travellers of booking `index`, each value traceable."""
+        tag = f"{self.marker}{index}"
+        travellers = [
+            {
+                "first_name": FIRST_NAMES[(index + n) % len(FIRST_NAMES)],
+                "last_name": f"{LAST_NAMES[(index + n) % len(LAST_NAMES)]}{tag}",
+                "birth_date": BIRTH_DATES[(index + n) % len(BIRTH_DATES)],
+                "document_number": f"P{tag}{n}",
+            }
+            for n in range(1 + index % 2)
+        ]
+        lead = travellers[0]
+        return {
+            "customer": {
+                "email": f"{lead['first_name'].lower()}.{tag}@example.org",
+                "name": f"{lead['first_name']} {lead['last_name']}",
+            },
+            "travellers": travellers,
+        }
 
     # the customers
     async def drive(
@@ -259,11 +333,14 @@ class Campaign:
             run.problem = f"create answered {created.status_code}: {created.text[:200]}"
             return
         run.booking = created.json()
+        self.tokens.append(run.token)
         tasks = []
         if plan.cancel_after is not None:
             tasks.append(self.cancel(api, run, plan.cancel_after))
         if plan.card == CARD_3DS:
             tasks.append(self.authenticate(api, stripe, run))
+        if plan.stale_webhooks:
+            tasks.append(self.stale_while_moving_on(api, run))
         await asyncio.gather(*tasks)
 
         def settled(view: Json) -> bool:
@@ -272,6 +349,11 @@ class Campaign:
             )
 
         run.final = await self.poll(api, run, settled, SETTLE_SECONDS)
+        error = (run.final or {}).get("error") or {}
+        if run.authenticated and error.get("type") == "PAYMENT_ACTION_FAILED":
+            run.misled = "the customer passed 3-D Secure, the booking failed PAYMENT_ACTION_FAILED"
+        if plan.stale_webhooks and run.final is not None and settled(run.final):
+            await self.stale_after_settling(api, run)
 
     async def cancel(self, api: httpx.AsyncClient, run: Run, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -305,6 +387,16 @@ class Campaign:
         await asyncio.sleep(self.rng.uniform(0.0, 1.0))
         payment = view["payment"]
         intent_id = payment["payment_intent_id"]
+        out_of_order = run.plan.out_of_order_webhooks
+        if out_of_order:
+            # Out of order: a failure hint (an event the API must not take at its word) arrives
+            # while the customer is still at the challenge; the PaymentIntent says requires_action.
+            await self.deliver(
+                api,
+                run,
+                payment_intent_event(intent_id, run.booking_id, "payment_intent.payment_failed"),
+                "failure hint before the challenge was passed",
+            )
         response = await self.call(
             stripe,
             "POST",
@@ -313,52 +405,149 @@ class Campaign:
         )
         if response.status_code >= 400:  # cancelled meanwhile: the intent is gone
             return
+        run.authenticated = True
         event = payment_intent_event(
             intent_id, run.booking_id, "payment_intent.amount_capturable_updated"
         )
-        for _ in range(2 if run.plan.duplicate_webhook else 1):
-            body, headers = signed(event)
-            await self.call(api, "POST", "/webhooks/stripe", content=body, headers=headers)
+        await self.deliver(api, run, event, "3-D Secure passed, in order")
+        if run.plan.duplicate_webhook:
+            await self.deliver(api, run, event, "the same event again (duplicate)")
+        if out_of_order:
+            older = payment_intent_event(
+                intent_id,
+                run.booking_id,
+                "payment_intent.requires_action",
+                created=event["created"] - 60,
+            )
+            await self.deliver(api, run, older, "an older event after the newer one")
+
+    async def stale_while_moving_on(self, api: httpx.AsyncClient, run: Run) -> None:
+        """A late event for a booking that has moved past its payment step (mid-saga)."""
+
+        def moved_on(view: Json) -> bool:
+            paid = _intent_id(view) is not None and view["status"] != "AWAITING_PAYMENT_ACTION"
+            return paid or view["status"] in SETTLED
+
+        view = await self.poll(api, run, moved_on, SETTLE_SECONDS)
+        await asyncio.sleep(self.rng.uniform(0.0, 1.0))
+        intent_id = None if view is None else _intent_id(view)
+        if view is None or intent_id is None or not moved_on(view):
+            return
+        stale = payment_intent_event(
+            intent_id,
+            run.booking_id,
+            self.rng.choice(STALE_TYPES),
+            created=int(time.time()) - self.rng.randint(60, 86_400),
+        )
+        await self.deliver(api, run, stale, "stale, mid-saga")
+
+    async def stale_after_settling(self, api: httpx.AsyncClient, run: Run) -> None:
+        """Stale events and an old event id again for a settled booking: nothing may move."""
+        assert run.final is not None
+        before = run.final
+        intent_id = _intent_id(before)
+        if intent_id is not None:
+            for event_type in self.rng.sample(STALE_TYPES, 2):
+                stale = payment_intent_event(
+                    intent_id,
+                    run.booking_id,
+                    event_type,
+                    created=int(time.time()) - self.rng.randint(60, 86_400),
+                )
+                await self.deliver(api, run, stale, "stale, after settling")
+        if run.events:
+            await self.deliver(
+                api, run, self.rng.choice(run.events), "an old event id again, after settling"
+            )
+        if intent_id is None and not run.events:
+            return
+        await asyncio.sleep(1.0)
+        after = await self.view(api, run)
+        # NEEDS_ATTENTION waits for staff; the terminal statuses must not move at all.
+        terminal = before["status"] in ("CONFIRMED", "FAILED", "CANCELLED")
+        if terminal and after is not None and after["status"] != before["status"]:
+            run.misled = (
+                f"stale webhooks moved the settled booking from {before['status']} to "
+                f"{after['status']}"
+            )
+
+    async def deliver(self, api: httpx.AsyncClient, run: Run, event: Json, kind: str) -> None:
+        """One signed delivery, as Stripe makes it (retried while the API is not ready)."""
+        body, headers = signed(event)
+        response = await self.call(api, "POST", "/webhooks/stripe", content=body, headers=headers)
+        self.webhooks[kind] += 1
+        run.events.append(event)
+        if response.status_code == 200:
+            self.webhook_answers[str(response.json().get("outcome"))] += 1
+        else:
+            self.webhook_answers[str(response.status_code)] += 1
+            run.problem = f"a signed webhook answered {response.status_code}: {response.text[:200]}"
 
     # the chaos
     async def chaos(self, sim: httpx.AsyncClient) -> None:
-        """K worker kills and one engine restart, spread over the submissions."""
+        """K worker kills, a Temporal and an API crash, an engine restart, over the submissions."""
         n, kills = self.args.bookings, self.args.kills
-        events: list[tuple[float, str]] = [((i + 1) / (kills + 2), "kill") for i in range(kills)]
+        events: list[tuple[float, str]] = [((i + 1) / (kills + 2), "worker") for i in range(kills)]
         if self.args.temporal_restart:
-            events.append((0.5, "restart"))
+            events.append((TEMPORAL_AT, "temporal"))
+        if self.args.engine_restart:
+            events.append((ENGINE_AT, "engine"))
+        if self.args.api_restart:
+            events.append((API_AT, "api"))
         events.sort()
-        last_kill = -KILL_SPACING
+        last_kill = last_event = -KILL_SPACING
         for share, what in events:
             deadline = time.monotonic() + 4 * SETTLE_SECONDS
             while time.monotonic() < deadline:
                 if self.submitted >= share * n or self.done >= n:
                     break
                 await asyncio.sleep(0.2)
-            if what == "kill":
-                wait = last_kill + KILL_SPACING - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                await asyncio.to_thread(self.kill_worker)
-                last_kill = time.monotonic()
-            else:
+            # The launcher gives up on a service that crashes 3 times within 30 s: worker kills
+            # are spaced for it (a new launcher after the engine restart starts counting afresh).
+            earliest = last_event + EVENT_SPACING
+            if what == "worker":
+                earliest = max(earliest, last_kill + KILL_SPACING)
+            if earliest > time.monotonic():
+                await asyncio.sleep(earliest - time.monotonic())
+            if what == "engine":
                 await self.restart_engine(sim)
-                last_kill = time.monotonic()
+            else:
+                await asyncio.to_thread(self.crash, what)
+            last_event = time.monotonic()
+            if what == "worker":
+                last_kill = last_event
 
-    def kill_worker(self) -> None:
-        before = self.engine.children()["worker"]
-        os.kill(before, signal.SIGKILL)
-        self.kills += 1
-        log(f"SIGKILL worker pid {before} (kill {self.kills} of {self.args.kills})")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                if self.engine.children()["worker"] != before:
-                    break
-            time.sleep(0.2)
+    def crash(self, name: str) -> None:
+        """SIGKILL one service's process group and wait until the launcher has it ready again."""
+        before = self.engine.children()[name]
+        offset = len(self.engine.log())
+        at = f"{self.submitted}/{self.args.bookings} submitted"
+        started = time.monotonic()
+        os.killpg(before, signal.SIGKILL)
+        if name == "worker":
+            self.kills += 1
+            log(f"SIGKILL worker pid {before} (kill {self.kills} of {self.args.kills})")
         else:
-            raise RuntimeError("the launcher did not restart the worker")
-        log(f"worker restarted by the launcher (pid {self.engine.children()['worker']})")
+            log(f"SIGKILL {name} pid {before} ({at})")
+        deadline = started + 90
+        while f"{name:<10} ready again" not in self.engine.log()[offset:]:
+            if time.monotonic() > deadline or self.engine.process is None:
+                raise RuntimeError(
+                    f"the launcher did not restart the {name}:\n{self.engine.tail()}"
+                )
+            if self.engine.process.poll() is not None:
+                raise RuntimeError(
+                    f"the launcher stopped after the {name} died:\n{self.engine.tail()}"
+                )
+            time.sleep(0.2)
+        took = time.monotonic() - started
+        pid = self.engine.children()[name]
+        log(f"{name} restarted by the launcher (pid {pid}), ready again after {took:.1f} s")
+        if name != "worker":
+            kept = " on its kept temporal.db" if name == "temporal" else ""
+            self.crashes[name].append(
+                f"SIGKILL at {at}; restarted by the launcher{kept}, ready again in {took:.1f} s"
+            )
 
     async def restart_engine(self, sim: httpx.AsyncClient) -> None:
         log(
@@ -382,7 +571,8 @@ class Campaign:
             await asyncio.sleep(5)
             log(
                 f"{self.submitted}/{self.args.bookings} submitted, {self.done} settled, "
-                f"{self.kills} kills, {len(self.restarts)} engine restarts"
+                f"{self.kills} kills, {len(self.crashes['temporal'])} Temporal and "
+                f"{len(self.crashes['api'])} API crashes, {len(self.restarts)} engine restarts"
             )
 
     # the drain
@@ -462,6 +652,11 @@ class Campaign:
         return answer
 
 
+def _intent_id(view: Json) -> str | None:
+    intent_id = (view.get("payment") or {}).get("payment_intent_id")
+    return str(intent_id) if intent_id else None
+
+
 def _message(response: httpx.Response) -> str:
     with contextlib.suppress(ValueError, AttributeError):
         return str((response.json().get("error") or {}).get("message") or "")
@@ -504,6 +699,8 @@ def report(campaign: Campaign, answer: Json, drain: float, elapsed: float) -> li
             "worker SIGKILLs",
             f"{campaign.kills} (restarted by the launcher: {_restart_notices(campaign.engine)})",
         ),
+        ("Temporal dev server SIGKILLs", "; ".join(campaign.crashes["temporal"]) or "none"),
+        ("API SIGKILLs", "; ".join(campaign.crashes["api"]) or "none"),
         ("engine restarts", "; ".join(campaign.restarts) or "none"),
         ("cancels sent / accepted / honoured", f"{sent} / {len(accepted)} / {honoured}"),
         ("cancels refused (409)", ", ".join(f"{k} {v}" for k, v in refused.items()) or "none"),
@@ -513,6 +710,15 @@ def report(campaign: Campaign, answer: Json, drain: float, elapsed: float) -> li
         ),
         ("HTTP answers", ", ".join(f"{k}: {v}" for k, v in sorted(campaign.http_statuses.items()))),
         ("API 5xx", str(len(campaign.server_errors))),
+        (
+            "webhooks we delivered",
+            ", ".join(f"{k} {v}" for k, v in sorted(campaign.webhooks.items())) or "none",
+        ),
+        (
+            "webhook answers",
+            ", ".join(f"{k} {v}" for k, v in sorted(campaign.webhook_answers.items())) or "none",
+        ),
+        ("bookings a webhook misled", str(sum(1 for run in runs if run.misled))),
         ("bookings not driven", str(sum(1 for run in runs if run.problem))),
         ("checked by passage check", str(answer.get("checked"))),
         ("violations", str(len(answer.get("violations", [])))),
@@ -535,6 +741,51 @@ def _outcomes(runs: list[Run]) -> str:
         if entry["outcome"] != "status"
     )
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def scan_logs(campaign: Campaign) -> tuple[list[logs.Leak], str]:
+    """Every log line of every process of the run, searched for what the run must not log.
+
+    The launcher's output (`launcher.log`) and each child's log (`state/logs/*.log`: Temporal,
+    simulator, Stripe emulator, worker, API), read after the engine stopped. The one line allowed
+    to hold a secret is the launcher's announcement of the staff key it generated, which the
+    contract asks `make up` to print.
+    """
+    engine = campaign.engine
+    scan = logs.LogScan()
+    scan.forbid("a traveller's last name, e-mail or document number", campaign.marker)
+    for name in FIRST_NAMES:
+        scan.forbid("a traveller's first name", name)
+    for birth_date in BIRTH_DATES:
+        scan.forbid("a birth date", birth_date)
+    for card, name in CARD_NAMES.items():
+        scan.forbid(f"the {name} card number", card)
+    secrets = {
+        "the staff key": engine.kept("staff_key"),
+        "the API secret": engine.kept("api_secret"),
+        "the codec key": engine.kept("codec_key"),
+        "the webhook secret": WEBHOOK_SECRET,
+        "the customer-ref key": DEV_SECRETS["customer_ref_key"],
+        "the Stripe API key": STRIPE_KEY,
+    }
+    for what, value in secrets.items():
+        scan.forbid(what, value)
+    scan.forbid_shape("an access token", logs.ACCESS_TOKEN_SHAPE, only=campaign.tokens)
+    scan.forbid_shape("a client secret", logs.CLIENT_SECRET)
+    paths = [engine.output, *sorted((engine.state_dir / "logs").glob("*.log"))]
+    leaks: list[logs.Leak] = []
+    lines = 0
+    for path in paths:
+        with path.open(encoding="utf-8", errors="replace") as text:
+            lines += sum(1 for _ in text)
+        announcement = (
+            (lambda line: line.startswith(STAFF_KEY_ANNOUNCEMENT))
+            if path == engine.output
+            else None
+        )
+        leaks += scan.scan_file(path, allowed=announcement)
+    names = ", ".join(path.name for path in paths)
+    return leaks, f"{lines} lines in {len(paths)} logs ({names})"
 
 
 def print_table(rows: list[tuple[str, str]]) -> None:
@@ -567,11 +818,24 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--drain-timeout", type=float, default=float(env("CHAOS_DRAIN_TIMEOUT", "240"))
     )
     parser.add_argument(
-        "--no-temporal-restart",
-        dest="temporal_restart",
-        action="store_false",
-        default=env("CHAOS_TEMPORAL_RESTART", "1") != "0",
+        "--stale-webhook-share",
+        type=float,
+        default=float(env("CHAOS_STALE_WEBHOOK_SHARE", "0.3")),
+        help="share of bookings sent stale events mid-saga and after settling",
     )
+    for name, what in (
+        ("temporal-restart", "the SIGKILL of the Temporal dev server (restarted by the launcher)"),
+        ("api-restart", "the SIGKILL of the API (restarted by the launcher)"),
+        ("engine-restart", "the restart of the whole engine (a new launcher)"),
+        ("log-scan", "the scan of every log line of the run for personal data and secrets"),
+    ):
+        parser.add_argument(
+            f"--no-{name}",
+            dest=name.replace("-", "_"),
+            action="store_false",
+            default=env(f"CHAOS_{name.replace('-', '_').upper()}", "1") != "0",
+            help=f"skip {what}",
+        )
     parser.add_argument("--no-faults", action="store_true")
     parser.add_argument("--summary", type=Path, help="also write the table and violations as JSON")
     parser.add_argument("--keep", action="store_true", default=bool(env("CHAOS_KEEP")))
@@ -610,9 +874,16 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="passage-chaos-"))
     engine = Engine(root)
     started = time.monotonic()
+    switches = {
+        "Temporal SIGKILL": args.temporal_restart,
+        "API SIGKILL": args.api_restart,
+        "engine restart": args.engine_restart,
+        "log scan": args.log_scan,
+    }
     log(
         f"{args.bookings} bookings at concurrency {args.concurrency}, {args.kills} worker kills, "
-        f"engine restart {'on' if args.temporal_restart else 'off'}; state in {root}"
+        + ", ".join(f"{what} {'on' if on else 'off'}" for what, on in switches.items())
+        + f"; state in {root}"
     )
     campaign = Campaign(engine, args)
     try:
@@ -626,7 +897,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if engine.process is not None and engine.process.poll() is None:
             engine.stop()
+    leaks: list[logs.Leak] = []
     rows = report(campaign, answer, drain, time.monotonic() - started)
+    if args.log_scan:
+        leaks, scanned = scan_logs(campaign)
+        rows.insert(-2, ("log scan", f"{scanned}: {len(leaks)} hit(s)"))
     print_table(rows)
     violations = answer.get("violations", [])
     plans = {run.booking_id: run for run in campaign.runs}
@@ -643,6 +918,10 @@ def main(argv: list[str] | None = None) -> int:
     for run in campaign.runs:
         if run.problem:
             print(f"NOT DRIVEN {run.booking_id}: {run.problem}")
+        if run.misled:
+            print(f"MISLED BY A WEBHOOK {run.booking_id}: {run.misled}")
+    for leak in leaks[:50]:
+        print(f"LEAK {leak}")
     for line in campaign.server_errors[:20]:
         print(f"5xx {line}")
     if args.summary is not None:
@@ -651,6 +930,11 @@ def main(argv: list[str] | None = None) -> int:
             "violations": violations,
             "kills": campaign.kills,
             "engine_restarts": len(campaign.restarts),
+            "temporal_restarts": len(campaign.crashes["temporal"]),
+            "api_restarts": len(campaign.crashes["api"]),
+            "webhooks": dict(campaign.webhooks),
+            "misled": [run.misled for run in campaign.runs if run.misled],
+            "log_scan": None if not args.log_scan else [str(leak) for leak in leaks],
             "cancels_sent": sum(1 for run in campaign.runs if run.cancels),
             "cancels_accepted": sum(1 for run in campaign.runs if run.accepted_cancel),
             "not_driven": [run.problem for run in campaign.runs if run.problem],
@@ -660,7 +944,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"state kept in {root}")
     else:
         shutil.rmtree(root, ignore_errors=True)
-    return 1 if violations else 0
+    failed = violations or leaks or any(run.problem or run.misled for run in campaign.runs)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

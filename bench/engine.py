@@ -296,14 +296,21 @@ def booking_body(tag: str, items: Sequence[tuple[str, Json, bool]], payment_meth
 
 
 def payment_intent_event(
-    intent_id: str, booking_id: str, event_type: str, event_id: str | None = None
+    intent_id: str,
+    booking_id: str,
+    event_type: str,
+    event_id: str | None = None,
+    created: int | None = None,
 ) -> Json:
-    """A Stripe event about a booking's PaymentIntent, as Stripe posts it to the webhook."""
+    """A Stripe event about a booking's PaymentIntent, as Stripe posts it to the webhook.
+
+    `created` (Unix seconds, default now) dates it: an older event may be delivered after a newer.
+    """
     return {
         "id": event_id or f"evt_{uuid.uuid4().hex}",
         "object": "event",
         "type": event_type,
-        "created": int(time.time()),
+        "created": int(time.time()) if created is None else created,
         "api_version": "2017-08-15",
         "data": {
             "object": {

@@ -404,6 +404,24 @@ class BookingService:
                 return stored.view
         return await self.view(await self.find_for_customer(booking_id, access_token))
 
+    async def authorize_customer(self, booking_id: str, access_token: str | None) -> None:
+        """BookingNotFound (no hint) unless `access_token` is the booking's token.
+
+        The ledger's hash answers when it has the booking; a booking it has not recorded yet (its
+        first workflow task has not run) is checked against the memo (a describe, no query).
+        """
+        if not access_token or not is_booking_id(booking_id):
+            raise BookingNotFound(booking_id)
+        try:
+            stored_hash = await self._store.get_access_token_hash(booking_id)
+        except SQLAlchemyError as err:
+            log.warning("ledger read failed: asking Temporal", error=type(err).__name__)
+            stored_hash = None
+        if stored_hash is None:
+            await self.find_for_customer(booking_id, access_token)
+        elif not token_matches(access_token, stored_hash):
+            raise BookingNotFound(booking_id)
+
     async def read_for_staff(self, booking_id: str) -> BookingView:
         stored = await self._stored(booking_id) if is_booking_id(booking_id) else None
         if stored is not None and _ledger_answers(stored.view):

@@ -9,6 +9,8 @@ Three itineraries, each followed live (every new timeline entry and status is pr
 3. a flight and a hotel confirmed, then cancelled by the customer: both are cancelled at their
    suppliers and the payment is refunded per each item's cancellation terms.
 
+It ends with the URL of the reference checkout page (`/checkout`), to book one by hand.
+
 The URLs come from the same variables as `make up` (PASSAGE_API_PORT, PASSAGE_SIMULATOR_PORT,
 PASSAGE_STRIPE_PORT, ...). Exits 1 when a booking does not end as expected.
 
@@ -91,6 +93,11 @@ class Demo:
         for outcome in outcomes:
             mark = "ok  " if outcome.ok else "FAIL"
             print(f"  {mark} {outcome.title:<34} {outcome.booking_id:<24} {outcome.summary}")
+        print(
+            f"\nBook one yourself in the reference checkout: {self.endpoints.checkout_url}\n"
+            "  (test cards: 4242424242424242 accepted, 4000000000000341 declined, "
+            "4000002500003155 asks for 3-D Secure)"
+        )
         return 0 if all(outcome.ok for outcome in outcomes) else 1
 
     # --- one booking -----------------------------------------------------------------------------

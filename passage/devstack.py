@@ -15,11 +15,12 @@ starting again therefore loses no booking, at Passage or at its (emulated) suppl
 
 Ctrl-C or SIGTERM stops every child: SIGTERM to its process group, a grace period, then SIGKILL.
 A worker or API that dies on its own is started again with a notice, as a compose restart policy
-would (their work is in Temporal and the ledger); one that crashes `CRASH_LIMIT` times within
-`CRASH_WINDOW_SECONDS`, or any other child that dies, stops everything and the launcher exits 1.
-After a crash of the
-launcher itself, the next start finds the leftovers through `pids` and stops them first; a port
-held by any other program is reported with the variable that moves it.
+would (their work is in Temporal and the ledger); so is the Temporal dev server, on its kept
+database file (what it acknowledged is in that file; the worker and the API reconnect by
+themselves). One that crashes `CRASH_LIMIT` times within `CRASH_WINDOW_SECONDS`, or any other
+child that dies (the simulator, the Stripe emulator), stops everything and the launcher exits 1.
+After a crash of the launcher itself, the next start finds the leftovers through `pids` and
+stops them first; a port held by any other program is reported with the variable that moves it.
 
     python -m passage.devstack
 """
@@ -148,6 +149,11 @@ class Endpoints:
         return f"http://{self.host}:{self.simulator_port}"
 
     @property
+    def checkout_url(self) -> str:
+        """The reference checkout page (PASSAGE_CHECKOUT_ENABLED, on under `make up`)."""
+        return f"{self.api_url}/checkout"
+
+    @property
     def stripe_url(self) -> str:
         return f"http://{self.host}:{self.stripe_port}"
 
@@ -179,8 +185,11 @@ class Service:
     #: Run once it is ready (registering search attributes, the webhook, ...).
     after_ready: Callable[[], None] | None = None
     env: dict[str, str] = field(default_factory=dict)
-    #: Started again when it dies on its own (stateless processes: the worker, the API).
+    #: Started again when it dies on its own (the worker, the API: their state is elsewhere; the
+    #: Temporal dev server: its state is its database file).
     restart: bool = False
+    #: Said in the restart notice: what the restarted process starts from.
+    restart_note: str = ""
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     #: Size of the log when this run started: readiness marks are looked for after it.
@@ -270,6 +279,10 @@ class DevStack:
             "PASSAGE_API_SECRET": self._kept_secret(
                 "PASSAGE_API_SECRET", "api_secret", lambda: secrets.token_urlsafe(32)
             ),
+            # The reference checkout page, with the Stripe emulator's fake Stripe.js.
+            "PASSAGE_CHECKOUT_ENABLED": self.environ.get("PASSAGE_CHECKOUT_ENABLED") or "true",
+            "PASSAGE_STRIPE_JS_URL": self.environ.get("PASSAGE_STRIPE_JS_URL")
+            or f"{self.endpoints.stripe_url}/js.stripe.com/v3/",
             # The Web UI calls the API's codec endpoint from its own origin, wherever it listens.
             "PASSAGE_CODEC_CORS_ORIGINS": self.environ.get("PASSAGE_CODEC_CORS_ORIGINS")
             or f"{self.endpoints.temporal_ui_url},http://localhost:{self.endpoints.temporal_ui_port}",
@@ -396,6 +409,9 @@ class DevStack:
                 env=env,
                 # It picks its HTTP and metrics ports itself; another process may take one first.
                 start_retries=1,
+                # Its search attributes are in the database file, so no after_ready again.
+                restart=True,
+                restart_note=f" on its kept database file {self.state_dir / 'temporal.db'}",
             ),
             Service(
                 "simulator",
@@ -504,14 +520,17 @@ class DevStack:
     # readiness and set-up of the individual services
 
     def _temporal_healthy(self) -> bool:
-        result = subprocess.run(
-            [_temporal_cli(), "operator", "cluster", "health"]
-            + ["--address", self.endpoints.temporal_address],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
+        try:
+            result = subprocess.run(
+                [_temporal_cli(), "operator", "cluster", "health"]
+                + ["--address", self.endpoints.temporal_address],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return False  # asked again; also while supervising a restarted server
         return result.returncode == 0 and "SERVING" in result.stdout
 
     def _register_search_attributes(self) -> None:
@@ -572,6 +591,7 @@ class DevStack:
         ledger = make_url(env["DATABASE_URL"]).render_as_string(hide_password=True)
         rows = [
             ("API", ep.api_url),
+            ("Checkout", ep.checkout_url),
             ("Temporal UI", f'{ep.temporal_ui_url}  (stuck: BookingStatus="NEEDS_ATTENTION")'),
             ("Temporal", f"{ep.temporal_address}  (namespace {self.settings.temporal_namespace})"),
             ("Simulator", ep.simulator_url),
@@ -621,7 +641,8 @@ class DevStack:
                     return 1
                 print(
                     f"\n{service.name} (pid {service.process.pid}) exited unexpectedly with code "
-                    f"{code}; restarting it (crash {len(recent)} of {CRASH_LIMIT} allowed within "
+                    f"{code}; restarting it{service.restart_note} (crash {len(recent)} of "
+                    f"{CRASH_LIMIT} allowed within "
                     f"{CRASH_WINDOW_SECONDS:.0f} s). Last lines of {service.log_path}:\n"
                     f"{self._tail(service, lines=5)}",
                     flush=True,

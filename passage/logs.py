@@ -1,9 +1,16 @@
-"""structlog set-up for the worker, the API and the tools: JSON lines, ids only, no PII."""
+"""structlog set-up for the worker, the API and the tools: JSON lines, ids only, no PII.
+
+And `LogScan`, which proves it: the log-scan test and `make chaos` look for every piece of
+personal data, token, card number and secret they used in every line the processes logged.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import unquote_plus
 
 import structlog
@@ -19,15 +26,19 @@ _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-\[\]]{0,63}")
 
 def configure(level: str = "INFO", *, json: bool = True) -> None:
     logging.basicConfig(level=level, format="%(message)s")
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    # JSON lines carry an exception's traceback as text (no frame locals: they may hold
+    # traveller data); the console renderer prints it itself.
+    rendering: list[structlog.types.Processor] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        if json
+        else [structlog.dev.ConsoleRenderer()]
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
-            renderer,
+            *rendering,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
     )
@@ -62,3 +73,85 @@ def redact_query(path: str) -> str:
         elif pair:
             pairs.append(REDACTED)  # a bare value or an odd name may itself be personal data
     return f"{base}?{'&'.join(pairs)}"
+
+
+# --- scanning logs for what must never be in them ------------------------------------------------
+
+#: A PaymentIntent's client secret (`pi_..._secret_...`): the key to confirm it in the browser.
+CLIENT_SECRET = re.compile(r"pi_\w+_secret_\w+")
+#: A booking access token as `passage.bookings.BookingKeys` makes it: 43 URL-safe base64 chars.
+ACCESS_TOKEN_SHAPE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
+
+
+@dataclass(frozen=True)
+class Leak:
+    """One forbidden value found in a log line; `line` shows it replaced by `<what>`."""
+
+    where: str
+    what: str
+    line: str
+
+    def __str__(self) -> str:
+        return f"{self.what} in {self.where}: {self.line}"
+
+
+@dataclass
+class LogScan:
+    """What must not appear in any log line: exact values, and shapes (a pattern, optionally only
+    the matches in a set: every access token issued, say, found by its shape).
+
+    All the values are looked for in one pass per line, so a scan of a whole run stays quick.
+    """
+
+    values: dict[str, str] = field(default_factory=dict)
+    shapes: list[tuple[str, re.Pattern[str], frozenset[str] | None]] = field(default_factory=list)
+
+    def forbid(self, what: str, value: str) -> None:
+        """`value` (what it is) must not appear; empty values are skipped."""
+        if value:
+            self.values.setdefault(value, what)
+
+    def forbid_shape(
+        self, what: str, pattern: re.Pattern[str], only: Iterable[str] | None = None
+    ) -> None:
+        """No match of `pattern` (or, with `only`, no match that is one of those values)."""
+        self.shapes.append((what, pattern, None if only is None else frozenset(only)))
+
+    def scan(
+        self,
+        lines: Iterable[str],
+        where: str,
+        allowed: Callable[[str], bool] | None = None,
+    ) -> list[Leak]:
+        """Every forbidden value in `lines` (named `where`), except in lines `allowed` accepts."""
+        found: list[Leak] = []
+        values = self._values_pattern()
+        for number, line in enumerate(lines, start=1):
+            if allowed is not None and allowed(line):
+                continue
+            hits: list[tuple[str, str]] = []
+            if values is not None:
+                hits += [(self.values[m.group()], m.group()) for m in values.finditer(line)]
+            for what, pattern, only in self.shapes:
+                hits += [
+                    (what, m.group())
+                    for m in pattern.finditer(line)
+                    if only is None or m.group() in only
+                ]
+            for what, value in hits:
+                shown = line
+                for _, other in hits:
+                    shown = shown.replace(other, f"<{what if other == value else 'redacted'}>")
+                found.append(Leak(f"{where}:{number}", what, shown[:300]))
+        return found
+
+    def scan_file(self, path: Path, allowed: Callable[[str], bool] | None = None) -> list[Leak]:
+        with path.open(encoding="utf-8", errors="replace") as lines:
+            return self.scan(lines, path.name, allowed)
+
+    def _values_pattern(self) -> re.Pattern[str] | None:
+        if not self.values:
+            return None
+        # Longest first, so a value that contains another is reported as itself.
+        ordered = sorted(self.values, key=len, reverse=True)
+        return re.compile("|".join(re.escape(value) for value in ordered))

@@ -124,6 +124,25 @@ class Settings(BaseSettings):
     #: Buckets kept per kind (least recently used dropped first): bounds memory under a flood.
     rate_limit_max_keys: int = Field(default=10_000, ge=1)
 
+    #: The reference checkout page (`GET /checkout`) and the offer list it shows; `make up` turns
+    #: it on, production leaves it off unless asked.
+    checkout_enabled: bool = False
+    #: The Stripe.js the page loads: Stripe's own, or the Stripe emulator's fake one (`make up`).
+    stripe_js_url: str = "https://js.stripe.com/v3/"
+    #: The publishable key the page hands Stripe.js (`pk_...`; a secret key is refused).
+    stripe_publishable_key: str = "pk_test_passage"
+    #: Event streams (`GET /bookings/{id}/events`): how often the API's one shared poller reads the
+    #: watched bookings' versions from the ledger, and how often an idle stream sends a heartbeat.
+    events_poll_seconds: float = Field(default=0.1, gt=0, le=5)
+    events_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
+
+    @field_validator("stripe_publishable_key")
+    @classmethod
+    def _publishable(cls, value: str) -> str:
+        if not value.startswith("pk_"):
+            raise ValueError("PASSAGE_STRIPE_PUBLISHABLE_KEY must be a publishable key (pk_...)")
+        return value
+
     @field_validator("stripe_api_key")
     @classmethod
     def _not_a_placeholder(cls, value: str) -> str:

@@ -30,6 +30,12 @@ own, in its own application (one port, no proxy hop, no second server to supervi
   counting a partial capture's released remainder as a refund (localstripe books it as one; Stripe
   does not since API version 2025-03-31).
 
+- `browser_layer` (innermost) completes the fake Stripe.js localstripe serves at
+  `/js.stripe.com/v3/` for the reference checkout page: `stripe.createPaymentMethod({type: "card",
+  card})` (a no-op in localstripe) creates a PaymentMethod with the publishable key, as Stripe.js
+  does with Stripe's, and the fake card fields get accessible names. So the page runs the same
+  code against the emulator and against Stripe.
+
 localstripe keeps its state in module globals, so there is one emulator per process.
 """
 
@@ -365,7 +371,7 @@ def build_app(state_file: StateFile | None = None) -> web.Application:
     localstripe_resources.store.dump_to_disk = lambda: None
     _accept_automatic_payment_methods(localstripe_resources.PaymentIntent)
     layer = IdempotencyLayer()
-    layers = [LatencyLayer().middleware, layer.middleware, layer.stripe_shape]
+    layers = [LatencyLayer().middleware, layer.middleware, layer.stripe_shape, browser_layer]
     if state_file is not None:
         state = StateLayer(state_file, localstripe_resources.store, layer)
         state.load()
@@ -374,6 +380,90 @@ def build_app(state_file: StateFile | None = None) -> web.Application:
     for position, middleware in enumerate(layers):
         app.middlewares.insert(position, middleware)
     return app
+
+
+STRIPE_JS_PATH = "/js.stripe.com/v3/"
+_PAYMENT_METHODS_PATH = "/v1/payment_methods"
+
+#: Appended to localstripe's fake Stripe.js (which defines `Stripe`, `Element` and
+#: `LOCALSTRIPE_BASE_API` as globals of the same script).
+_STRIPE_JS_COMPLETION = """
+;(function () {
+  const fakeStripe = Stripe;
+  Stripe = (apiKey) => {
+    const stripe = fakeStripe(apiKey);
+    stripe.createPaymentMethod = async (data) => {
+      const element = data && data.card;
+      const card = element && element.value ? element.value.card : null;
+      if (!card || !card.number) {
+        return {error: {type: 'validation_error', message: 'Your card number is incomplete.'}};
+      }
+      const response = await fetch(`${LOCALSTRIPE_BASE_API}/v1/payment_methods`, {
+        method: 'POST',
+        body: JSON.stringify({key: apiKey, type: 'card', card: card,
+                              billing_details: (data && data.billing_details) || {}}),
+      });
+      const body = await response.json().catch(() => ({}));
+      if (response.status !== 200 || body.error) {
+        return {error: body.error || {message: 'The card was refused.'}};
+      }
+      return {paymentMethod: body};
+    };
+    return stripe;
+  };
+  const labels = {number: 'Card number', exp_month: 'Expiry month (MM)',
+                  exp_year: 'Expiry year (YY)', cvc: 'CVC', postal_code: 'Postal code'};
+  const mount = Element.prototype.mount;
+  Element.prototype.mount = function (domElement) {
+    mount.call(this, domElement);
+    Object.entries(this._inputs || {}).forEach(([field, input]) => {
+      input.setAttribute('aria-label', labels[field]);
+      input.setAttribute('autocomplete', 'off');
+      input.setAttribute('inputmode', 'numeric');
+    });
+  };
+})();
+"""
+
+
+@web.middleware
+async def browser_layer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Stripe.js's part of the emulator: the completed fake script, publishable-key PMs."""
+    if request.method == "GET" and request.path == STRIPE_JS_PATH:
+        script = await handler(request)
+        if not isinstance(script, web.Response) or script.text is None:
+            return script
+        return web.Response(
+            text=script.text + _STRIPE_JS_COMPLETION, content_type="application/javascript"
+        )
+    if (
+        request.method == "POST"
+        and request.path == _PAYMENT_METHODS_PATH
+        and "Authorization" not in request.headers
+    ):
+        return await _payment_method_for_browser(request, handler)
+    return await handler(request)
+
+
+async def _payment_method_for_browser(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A PaymentMethod created with a publishable key (`key` in the body), as Stripe.js does."""
+    from localstripe import server as localstripe_server
+    from localstripe.errors import UserError
+    from localstripe.resources import PaymentMethod
+
+    data = await localstripe_server.get_post_data(request, remove_auth=False)
+    key = data.get("key") if isinstance(data, dict) else None
+    if not isinstance(key, str) or not key.startswith("pk_"):
+        return await handler(request)  # localstripe refuses it: 401
+    params = {
+        name: value for name, value in data.items() if name not in ("key", "payment_user_agent")
+    }
+    try:
+        method = PaymentMethod._api_create(**params)
+    except UserError as error:
+        response: web.StreamResponse = error.to_response()
+        return response
+    return web.json_response(method._export())
 
 
 def _name_the_declined_intent(response: web.Response) -> web.Response:

@@ -73,6 +73,7 @@ from sqlalchemy import (
     exists,
     or_,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -114,6 +115,10 @@ from workflows.model import (
 MAX_PAGE_SIZE = 500
 
 _WRITE_OPTION = "passage_ledger_write"
+
+#: PostgreSQL only: every recorded snapshot NOTIFYs this channel with its booking id (no other
+#: data) when its transaction commits; the API's event streams LISTEN (api/events.py).
+BOOKING_CHANGED_CHANNEL = "passage_booking_changed"
 
 
 class LedgerError(ValueError):
@@ -337,6 +342,14 @@ class SqlBookingStore:
         """The customer and travellers, decrypted (None if never recorded): for staff only."""
         return await asyncio.to_thread(self._personal_data, booking_id)
 
+    async def changes(self, booking_ids: Sequence[str]) -> dict[str, str]:
+        """A mark per recorded booking that changes with every write (the event streams' poll).
+
+        One indexed query for all of them (in chunks of `MAX_PAGE_SIZE` ids); unknown ids are
+        left out. A write of an equal version (a workflow task run again) changes the mark too.
+        """
+        return await asyncio.to_thread(self._changes, list(booking_ids))
+
     async def search(
         self,
         status: BookingStatus | str | None = None,
@@ -389,6 +402,11 @@ class SqlBookingStore:
                 self._replace(conn, PaymentRow, "kind", booking_id, _payment_rows(view, now))
                 self._replace(conn, RefundRow, "reason", booking_id, _refund_rows(view, now))
             self._append_events(conn, view, recorded, committed, now)
+            if self._is_postgres:  # delivered at commit, to listeners only: nearly free
+                conn.execute(
+                    text("SELECT pg_notify(:channel, :booking_id)"),
+                    {"channel": BOOKING_CHANGED_CHANNEL, "booking_id": view.booking_id},
+                )
 
     def _seal_customer_fields(self, booking_id: str, email: str, name: str) -> tuple[str, str]:
         """The booking row's `customer_ciphertext` and `customer_email_hash`."""
@@ -525,6 +543,21 @@ class SqlBookingStore:
                 for row in travellers
             ),
         )
+
+    def _changes(self, booking_ids: list[str]) -> dict[str, str]:
+        table = _table(BookingRow)
+        marks: dict[str, str] = {}
+        with self._reader.connect() as conn:
+            for start in range(0, len(booking_ids), MAX_PAGE_SIZE):
+                chunk = booking_ids[start : start + MAX_PAGE_SIZE]
+                rows = conn.execute(
+                    select(table.c.booking_id, table.c.version, table.c.recorded_at).where(
+                        table.c.booking_id.in_(chunk)
+                    )
+                )
+                for booking_id, version, recorded_at in rows:
+                    marks[booking_id] = f"{version}@{recorded_at.isoformat()}"
+        return marks
 
     def _search(
         self,

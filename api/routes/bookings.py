@@ -22,6 +22,34 @@ router = APIRouter(
 )
 
 
+def _booking_links() -> dict[str, dict[str, object]]:
+    """OpenAPI links from a started booking to what its id and token open (clients, stateful tests).
+
+    The staff operations take the id only: their staff key is not the booking's to give.
+    """
+    by_token = {
+        "path.booking_id": "$response.body#/booking_id",
+        "header.Authorization": "Bearer {$response.body#/access_token}",
+    }
+    by_id = {"path.booking_id": "$response.body#/booking_id"}
+    targets = {
+        "ReadBooking": ("/bookings/{booking_id}", "get", by_token),
+        "CancelBooking": ("/bookings/{booking_id}/cancel", "post", by_token),
+        "DecidePrice": ("/bookings/{booking_id}/price-decision", "post", by_token),
+        "StaffReadBooking": ("/admin/bookings/{booking_id}", "get", by_id),
+        "StaffRetryBooking": ("/admin/bookings/{booking_id}/retry", "post", by_id),
+        "StaffResolveBooking": ("/admin/bookings/{booking_id}/resolve", "post", by_id),
+        "StaffCancelBooking": ("/admin/bookings/{booking_id}/cancel", "post", by_id),
+    }
+    return {
+        name: {
+            "operationRef": f"#/paths/{path.replace('/', '~1')}/{method}",
+            "parameters": parameters,
+        }
+        for name, (path, method, parameters) in targets.items()
+    }
+
+
 @router.post(
     "",
     status_code=202,
@@ -29,10 +57,12 @@ router = APIRouter(
     response_description="Accepted: the saga started",
     summary="Start a booking",
     responses={
+        202: {"links": _booking_links()},
         200: {
             "model": BookingAccepted,
             "description": "Repeat of an earlier request (same key "
             "and body): the same booking and token",
+            "links": _booking_links(),
         },
         **error_responses(409, 413, 422, 429, 503),
     },

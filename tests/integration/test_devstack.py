@@ -4,8 +4,8 @@ Every port is moved by its variable and the state goes to a temporary `PASSAGE_S
 tests run next to a developer's own `make up`. They check what the README promises: the engine
 becomes ready, books over HTTP, keeps its bookings (at Passage, the simulator and the Stripe
 emulator) across a restart, even one in the middle of a booking, restarts a worker or API that
-dies and gives up on one that keeps crashing, and a stop leaves no process behind, not even when
-one of the children dies on its own.
+dies (and the Temporal dev server, on its database file) and gives up on one that keeps
+crashing, and a stop leaves no process behind, not even when one of the children dies on its own.
 """
 
 from __future__ import annotations
@@ -297,6 +297,47 @@ def wait_until_a_capture_is_delayed(stack: Stack) -> None:
     pytest.fail(f"no capture reached the emulator:\n{stack.log()}")
 
 
+def book_a_flight_awaiting_a_price_decision(stack: Stack) -> tuple[str, str]:
+    """A one-flight booking whose price moved, waiting for the customer's answer."""
+    booking_id, token = book_a_flight(stack, price_moves_by=1_000)
+    deadline = time.monotonic() + 30
+    while booking_view(stack, booking_id, token)["status"] != "AWAITING_PRICE_ACCEPTANCE":
+        assert time.monotonic() < deadline, booking_view(stack, booking_id, token)
+        time.sleep(0.1)
+    return booking_id, token
+
+
+def accept_the_new_price(stack: Stack, booking_id: str, token: str, within: float) -> None:
+    """Send the customer's "accept", again while the API answers 503 or cannot be reached.
+
+    A 503 is what the checkout page retries; a decision sent then may still land, and the retry is
+    then told the booking went on (CONFIRMING, CAPTURING or CONFIRMED).
+    """
+    deadline = time.monotonic() + within
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            accepted = httpx.post(
+                f"{stack.api}/bookings/{booking_id}/price-decision",
+                json={"accept": True},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+            )
+            if accepted.status_code != 503:
+                break
+        assert time.monotonic() < deadline, stack.log()
+        time.sleep(0.5)
+    went_on = accepted.status_code == 409 and "not awaiting a price decision" in accepted.text
+    assert accepted.status_code == 200 or went_on, accepted.text
+
+
+def wait_until_the_launcher_says(stack: Stack, text: str, within: float) -> None:
+    deadline = time.monotonic() + within
+    while text not in stack.log():
+        assert stack.process is not None and stack.process.poll() is None, stack.log()
+        assert time.monotonic() < deadline, stack.log()
+        time.sleep(0.1)
+
+
 def wait_for_a_new_pid(stack: Stack, name: str, old: int) -> int:
     """The pid of `name` once the launcher has started it again after `old` died."""
     deadline = time.monotonic() + 15
@@ -329,6 +370,11 @@ def test_make_up_books_keeps_bookings_across_a_restart_and_stops_cleanly(stack: 
     view = wait_settled(stack, booking_id, token)
     assert view["status"] == "CONFIRMED", view
     assert view["payment"]["status"] == "CAPTURED", view
+    # `make up` serves the reference checkout page, on the Stripe emulator's fake Stripe.js.
+    assert f"{stack.api}/checkout" in log
+    page = httpx.get(f"{stack.api}/checkout", timeout=5)
+    assert page.status_code == 200, page.text
+    assert f'src="{stack.url("PASSAGE_STRIPE_PORT")}/js.stripe.com/v3/"' in page.text
 
     children = stack.children()
     assert set(children) == {"temporal", "simulator", "stripe", "worker", "api"}
@@ -371,33 +417,12 @@ def test_a_killed_worker_is_restarted_and_a_crash_looping_api_stops_everything(
 
     # A booking in flight, waiting for the customer's answer to a price change, when the worker
     # is killed: the restarted worker carries it through to CONFIRMED.
-    booking_id, token = book_a_flight(stack, price_moves_by=1_000)
-    deadline = time.monotonic() + 30
-    while booking_view(stack, booking_id, token)["status"] != "AWAITING_PRICE_ACCEPTANCE":
-        assert time.monotonic() < deadline, booking_view(stack, booking_id, token)
-        time.sleep(0.1)
+    booking_id, token = book_a_flight_awaiting_a_price_decision(stack)
     os.kill(worker, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while "worker     ready again" not in stack.log():
-        assert time.monotonic() < deadline, stack.log()
-        time.sleep(0.1)
+    wait_until_the_launcher_says(stack, "worker     ready again", within=30)
     assert "worker (pid" in stack.log() and "restarting it" in stack.log()
-    # Until Temporal gives up on the dead worker's sticky queue (seconds) the answer may be a 503,
-    # which the checkout page retries; the decision sent then may still land (the retry is then
-    # told the booking went on: CONFIRMING, CAPTURING or CONFIRMED).
-    deadline = time.monotonic() + 30
-    while True:
-        accepted = httpx.post(
-            f"{stack.api}/bookings/{booking_id}/price-decision",
-            json={"accept": True},
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
-        )
-        if accepted.status_code != 503 or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    went_on = accepted.status_code == 409 and "not awaiting a price decision" in accepted.text
-    assert accepted.status_code == 200 or went_on, accepted.text
+    # Until Temporal gives up on the dead worker's sticky queue (seconds) the answer may be a 503.
+    accept_the_new_price(stack, booking_id, token, within=30)
     view = wait_settled(stack, booking_id, token)
     assert view["status"] == "CONFIRMED", view
     assert stack.children()["worker"] != worker
@@ -412,6 +437,30 @@ def test_a_killed_worker_is_restarted_and_a_crash_looping_api_stops_everything(
             api = wait_for_a_new_pid(stack, "api", old=api)
     assert stack.process.wait(timeout=STOP_TIMEOUT_SECONDS) == 1
     assert "crashed 3 times within 30 s; stopping everything" in stack.log()
+    assert_nothing_left(children)
+
+
+def test_a_killed_temporal_server_is_restarted_on_its_database_file(stack: Stack) -> None:
+    stack.start()
+    stack.wait_ready()
+    temporal = stack.children()["temporal"]
+
+    # A booking waiting for the customer's answer to a price change when the Temporal dev server
+    # dies: restarted on its kept database file, it still has the booking, which goes on.
+    booking_id, token = book_a_flight_awaiting_a_price_decision(stack)
+    os.killpg(temporal, signal.SIGKILL)
+    wait_until_the_launcher_says(stack, "temporal   ready again", within=60)
+    assert f"restarting it on its kept database file {stack.state_dir / 'temporal.db'}" in (
+        stack.log()
+    )
+    assert stack.children()["temporal"] != temporal
+    # The API and the worker reconnect by themselves; until they have, the answer may be a 503.
+    accept_the_new_price(stack, booking_id, token, within=60)
+    view = wait_settled(stack, booking_id, token)
+    assert view["status"] == "CONFIRMED", view
+    assert_live_everywhere(stack, booking_id, view)
+    children = stack.children()
+    assert stack.stop() == 0, stack.log()
     assert_nothing_left(children)
 
 

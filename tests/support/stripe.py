@@ -115,13 +115,18 @@ class StripeHarness:
 
     async def payment_intents_for(self, booking_id: str) -> list[dict[str, Any]]:
         """Every PaymentIntent whose metadata names the booking (localstripe has no search)."""
-        found: list[dict[str, Any]] = []
+        return (await self.payment_intents_by_booking()).get(booking_id, [])
+
+    async def payment_intents_by_booking(self) -> dict[str, list[dict[str, Any]]]:
+        """Every PaymentIntent, by the booking its metadata names: one pass over all pages."""
+        found: dict[str, list[dict[str, Any]]] = {}
         params: dict[str, str] = {"limit": "100"}
         while True:
             response = await self.http.get("/v1/payment_intents", params=params)
             response.raise_for_status()
             page = response.json()
-            found += [pi for pi in page["data"] if pi["metadata"].get("booking_id") == booking_id]
+            for intent in page["data"]:
+                found.setdefault(str(intent["metadata"].get("booking_id")), []).append(intent)
             if not page["has_more"]:
                 return found
             params["starting_after"] = page["data"][-1]["id"]
