@@ -307,6 +307,16 @@ def book_a_flight_awaiting_a_price_decision(stack: Stack) -> tuple[str, str]:
     return booking_id, token
 
 
+def confirm_after_the_restart(
+    stack: Stack, booking_id: str, token: str, within: float
+) -> dict[str, Any]:
+    """Accept the changed price once the restarted engine answers; the booking then confirms."""
+    accept_the_new_price(stack, booking_id, token, within=within)
+    view = wait_settled(stack, booking_id, token)
+    assert view["status"] == "CONFIRMED", view
+    return view
+
+
 def accept_the_new_price(stack: Stack, booking_id: str, token: str, within: float) -> None:
     """Send the customer's "accept", again while the API answers 503 or cannot be reached.
 
@@ -422,9 +432,7 @@ def test_a_killed_worker_is_restarted_and_a_crash_looping_api_stops_everything(
     wait_until_the_launcher_says(stack, "worker     ready again", within=30)
     assert "worker (pid" in stack.log() and "restarting it" in stack.log()
     # Until Temporal gives up on the dead worker's sticky queue (seconds) the answer may be a 503.
-    accept_the_new_price(stack, booking_id, token, within=30)
-    view = wait_settled(stack, booking_id, token)
-    assert view["status"] == "CONFIRMED", view
+    confirm_after_the_restart(stack, booking_id, token, within=30)
     assert stack.children()["worker"] != worker
     assert stack.process is not None and stack.process.poll() is None
 
@@ -455,9 +463,7 @@ def test_a_killed_temporal_server_is_restarted_on_its_database_file(stack: Stack
     )
     assert stack.children()["temporal"] != temporal
     # The API and the worker reconnect by themselves; until they have, the answer may be a 503.
-    accept_the_new_price(stack, booking_id, token, within=60)
-    view = wait_settled(stack, booking_id, token)
-    assert view["status"] == "CONFIRMED", view
+    view = confirm_after_the_restart(stack, booking_id, token, within=60)
     assert_live_everywhere(stack, booking_id, view)
     children = stack.children()
     assert stack.stop() == 0, stack.log()
