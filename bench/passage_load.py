@@ -1,10 +1,13 @@
 """Passage under load as its customers and Stripe see it: bookings over the HTTP API.
 
-A customer posts a booking, then polls `GET /bookings/{id}` every `poll_interval` seconds, as the
-reference checkout page does, until the booking settles. How long the booking took is read from
-the booking itself, not from the poller: from `created_at` (stamped by the API when it accepted the
-`POST`) to the `at` of the timeline entry that made it CONFIRMED, both Passage's clock. The client
-times its own calls too (`POST /bookings`, every `GET`, every webhook delivery, every cancel).
+A customer posts a booking, reads it once (`GET /bookings/{id}`, the page loading), then follows
+it as the reference checkout page does, on its event stream (`GET /bookings/{id}/events`) until it
+settles, and reads it once more; with `follow="poll"` it polls `GET /bookings/{id}` every
+`poll_interval` seconds instead, as a frontend without the stream would. How long the booking
+took is read from the booking itself, not from the follower: from `created_at` (stamped by the
+API when it accepted the `POST`) to the `at` of the timeline entry that made it CONFIRMED, both
+Passage's clock. The client times its own calls too (`POST /bookings`, every `GET`, every webhook
+delivery, every cancel).
 
 Itineraries larger than the API accepts (`api.schemas.MAX_ITEMS`) are started the way the API
 starts them, on Temporal directly (`DirectBookings`), and read with the workflow's `view` query.
@@ -13,12 +16,13 @@ starts them, on Temporal directly (`DirectBookings`), and read with the workflow
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from temporalio.client import Client
@@ -40,6 +44,8 @@ Json = dict[str, Any]
 Item = tuple[str, Json, bool]
 
 SETTLED = frozenset({"CONFIRMED", "FAILED", "CANCELLED", "NEEDS_ATTENTION"})
+#: How a customer learns that its booking moved on.
+Follow = Literal["stream", "poll"]
 #: How long one booking may take to settle before the run calls it a problem.
 SETTLE_SECONDS = 300.0
 
@@ -92,12 +98,34 @@ class BookingRun:
             self.confirmed_at = self.created_at + timedelta(seconds=self.latency_seconds)
 
 
+async def server_sent_events(response: httpx.Response) -> Any:
+    """(event, JSON data, id) of each message of a `text/event-stream` body; comments skipped."""
+    event, data, event_id = "message", [], ""
+    async for line in response.aiter_lines():
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data)), event_id
+            event, data, event_id = "message", [], ""
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                data.append(value)
+            elif name == "event":
+                event = value
+            elif name == "id":
+                event_id = value
+
+
 class PassageCustomers:
     """The checkout frontend and Stripe's webhook deliveries, over one HTTP client."""
 
-    def __init__(self, api: httpx.AsyncClient, poll_interval: float) -> None:
+    def __init__(
+        self, api: httpx.AsyncClient, poll_interval: float, follow: Follow = "stream"
+    ) -> None:
         self.api = api
         self.poll_interval = poll_interval
+        self.follow = follow
 
     async def create(self, tag: str, items: Sequence[Item], payment_method: str) -> BookingRun:
         run = BookingRun(tag)
@@ -133,8 +161,11 @@ class PassageCustomers:
         done: Callable[[Json], bool] = lambda view: view["status"] in SETTLED,
         interval: float | None = None,
     ) -> None:
-        """Poll until `done(view)`, then take the booking's figures from that view."""
+        """Follow the booking until `done(view)`, then take its figures from that view."""
         if run.booking_id is None:
+            return
+        if self.follow == "stream":
+            await self.stream(run, done)
             return
         deadline = time.monotonic() + SETTLE_SECONDS
         while time.monotonic() < deadline:
@@ -143,6 +174,38 @@ class PassageCustomers:
                 run.settle(view)
                 return
             await asyncio.sleep(interval if interval is not None else self.poll_interval)
+        run.problem = f"not settled after {SETTLE_SECONDS:.0f} s"
+
+    async def stream(self, run: BookingRun, done: Callable[[Json], bool]) -> None:
+        """Read the booking once, follow its event stream until `done`, then read it once more.
+
+        The stream ends after a terminal status; a booking `done` waits past that (or a dropped
+        connection) is followed again from the last timeline entry received (`Last-Event-ID`).
+        """
+        first = await self.view(run)
+        if first is not None and done(first):
+            run.settle(first)
+            return
+        headers = {"Authorization": f"Bearer {run.token}", "Accept": "text/event-stream"}
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                async with self.api.stream(
+                    "GET", f"/bookings/{run.booking_id}/events", headers=headers
+                ) as response:
+                    if response.status_code != 200:
+                        await response.aread()
+                        run.problem = f"GET /events answered {response.status_code}"
+                        return
+                    async for event, data, event_id in server_sent_events(response):
+                        if event_id:
+                            headers["Last-Event-ID"] = event_id
+                        if event == "booking" and done(data):
+                            await self.view(run)
+                            run.settle(data)
+                            return
+            except httpx.TransportError:
+                await asyncio.sleep(self.poll_interval)
         run.problem = f"not settled after {SETTLE_SECONDS:.0f} s"
 
     async def book(self, tag: str, items: Sequence[Item], payment_method: str) -> BookingRun:

@@ -132,7 +132,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--poll-interval", type=float, default=float(env("BENCH_POLL_INTERVAL", "0.3")),
-        help="seconds between a customer's GET /bookings/{id}",
+        help="seconds between a customer's GET /bookings/{id} (with --follow poll)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--follow", choices=("stream", "poll"), default=env("BENCH_FOLLOW", "stream"),
+        help="how a customer follows its booking: the event stream, as the reference checkout "
+        "does, or polling GET /bookings/{id}",
     )  # fmt: skip
     parser.add_argument(
         "--capacity-scale", type=int, default=int(env("BENCH_CAPACITY_SCALE", "2000"))
@@ -544,7 +549,7 @@ async def bench_main(args: argparse.Namespace, engine: Engine, floor_worker: Flo
                 engine=engine,
                 floor_worker=floor_worker,
                 temporal=temporal,
-                customers=PassageCustomers(api, args.poll_interval),
+                customers=PassageCustomers(api, args.poll_interval, args.follow),
                 direct=DirectBookings(passage_temporal, settings.task_queue, args.poll_interval),
                 peer=PeerSaga(HttpSupplierClient(peer_http), gateway),
                 sim=sim,
@@ -637,6 +642,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "growth": args.growth,
             "growth_bookings": args.growth_bookings,
             "poll_interval_seconds": args.poll_interval,
+            "follow": args.follow,
             "capacity_scale": args.capacity_scale,
             "shape": [offer for offer, _ in SHAPE],
         },
