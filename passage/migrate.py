@@ -96,14 +96,23 @@ def run(args: argparse.Namespace, process: str = "passage migrate") -> str | Non
 
     Exits 2 naming any setting the command needs and lacks.
     """
-    needs = DATABASE_NEEDS if args.command == "current" else LEDGER_TOOL_NEEDS
     given = {"database_url": args.database_url} if args.database_url else {}
-    settings = Settings.for_process(process, needs, **given)
+    settings = Settings.for_process(process, needs_of(args.command), **given)
+    return migrate_to(args.command, args.revision, settings)
+
+
+def needs_of(action: str) -> frozenset[str]:
+    """What `action` (upgrade, downgrade, current) must be given outside development."""
+    return DATABASE_NEEDS if action == "current" else LEDGER_TOOL_NEEDS
+
+
+def migrate_to(action: str, revision: str | None, settings: Settings) -> str | None:
+    """Run `action` on `settings`' ledger; the revision it is at afterwards (None: empty)."""
     database_url = settings.database_url
-    if args.command == "upgrade":
-        upgrade(database_url, args.revision or "head", ledger_key=settings.ledger_key)
-    elif args.command == "downgrade":
-        downgrade(database_url, args.revision or "-1", ledger_key=settings.ledger_key)
+    if action == "upgrade":
+        upgrade(database_url, revision or "head", ledger_key=settings.ledger_key)
+    elif action == "downgrade":
+        downgrade(database_url, revision or "-1", ledger_key=settings.ledger_key)
     return current(database_url)
 
 

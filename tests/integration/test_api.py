@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import hashlib
 import hmac
-import io
 import json
 import time
 import uuid
@@ -20,7 +19,6 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import text
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
@@ -30,11 +28,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.adapters.sql_store import SqlBookingStore, make_engine
 from api.app import create_app
 from bench.engine import payment_intent_event
-from passage import cli
 from passage.bookings import MEMO_ACCESS_TOKEN_HASH, MEMO_REQUEST_HASH, MEMO_VIEW
 from passage.codec import LedgerCipher
 from passage.webhook_events import SqlProcessedWebhookEvents
-from tests.support.api import client_on, running_api, served_over_tcp
+from tests.support.api import client_on, running_api
 from tests.support.bookings import live_rows
 from tests.support.ledger_data import booking_lifecycle
 from tests.support.simulator import SimulatorControl
@@ -1289,49 +1286,6 @@ async def test_staff_cancel_is_recorded_with_the_operator_and_the_note(
     assert request["actor"].startswith("staff:")
     [intent] = await stripe_harness.payment_intents_for(booking["booking_id"])
     assert intent["latest_charge"]["amount_refunded"] == price
-
-
-async def test_the_cli_lists_shows_and_steers_bookings_over_http(
-    api_app: FastAPI, api_client: httpx.AsyncClient, simulator: SimulatorControl, card: str
-) -> None:
-    email = f"ops-{uuid.uuid4().hex[:8]}@example.com"
-    booking = await book(api_client, await checkout(simulator, card, HOTEL, email=email))
-    await wait_for(api_client, booking, "CONFIRMED")
-    booking_id = booking["booking_id"]
-    # A real HTTP server on the app (its lifespan already runs), as `python -m api` serves it.
-    async with served_over_tcp(api_app) as base_url:
-        await _steer_with_the_cli(base_url, booking_id, email)
-
-
-async def _steer_with_the_cli(base_url: str, booking_id: str, email: str) -> None:
-    def passage(*argv: str) -> tuple[int, str]:
-        out = io.StringIO()
-        headers = bearer(STAFF_KEY)
-        with httpx.Client(base_url=base_url, headers=headers) as http:
-            status = cli.run(cli.build_parser().parse_args(argv), http, out)
-        return status, out.getvalue()
-
-    async def listed() -> str | None:
-        status, out = await asyncio.to_thread(passage, "bookings", "list", "--email", email)
-        return out if status == 0 and booking_id in out else None
-
-    listing = await eventually(listed)
-    assert "CONFIRMED" in listing and email in listing
-    status, shown = await asyncio.to_thread(passage, "bookings", "show", booking_id)
-    assert status == 0 and f"booking-{booking_id}" in shown and "CONFIRMED" in shown
-    assert f"customer: Ada Lovelace <{email}>" in shown
-    assert "traveller: Ada Lovelace, born 1990-12-10, document ending 4567" in shown
-    status, raw = await asyncio.to_thread(passage, "bookings", "show", booking_id, "--json")
-    assert status == 0 and json.loads(raw)["booking_id"] == booking_id
-    status, _ = await asyncio.to_thread(passage, "bookings", "retry", booking_id)
-    assert status == 1  # nothing is stuck: the API's 409 is reported
-    status, cancelled = await asyncio.to_thread(
-        passage, "bookings", "cancel", booking_id, "--note", "from the CLI"
-    )
-    assert status == 0 and "CANCELLED" in cancelled
-    assert "from the CLI" in cancelled and "[staff:" in cancelled
-    status, _ = await asyncio.to_thread(passage, "bookings", "show", "bk_nothing00000")
-    assert status == 1
 
 
 # --- codec, health, errors -----------------------------------------------------------------------

@@ -4,8 +4,6 @@ check clean; a hold left live at the simulator for one of them is found (also by
 
 from __future__ import annotations
 
-import argparse
-import io
 import json
 from collections.abc import AsyncIterator
 
@@ -13,7 +11,8 @@ import pytest
 
 from activities.adapters.sql_store import SqlBookingStore, make_engine
 from passage.checker import Violation, check
-from passage.cli import run_check
+from passage.cli.engine import run_check
+from passage.cli.output import Output
 from passage.codec import LedgerCipher
 from passage.collector import CheckSources, TemporalEngineViews, collect
 from tests.support.bookings import HOTEL, booking_request, start, wait_terminal
@@ -46,6 +45,7 @@ async def test_settled_bookings_check_clean_and_a_live_hold_is_found(
     simulator: SimulatorControl,
     stripe_harness: StripeHarness,
     sources: CheckSources,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     card = await stripe_harness.pm_for(CARD_OK)
     client = engine_worker.client
@@ -89,10 +89,9 @@ async def test_settled_bookings_check_clean_and_a_live_hold_is_found(
         assert violation == Violation(broken_id, "nothing-live", violation.detail)
         assert response.json()["hold_ref"] in violation.detail
 
-        out = io.StringIO()
-        args = argparse.Namespace(booking=broken_id, json=True)
-        assert await run_check(args, engine_worker.settings, out) == 1
-        answer = json.loads(out.getvalue())
+        capsys.readouterr()
+        assert await run_check(engine_worker.settings, broken_id, Output(as_json=True)) == 1
+        answer = json.loads(capsys.readouterr().out)
         assert answer["checked"] == 1
         assert [v["rule"] for v in answer["violations"]] == ["nothing-live"]
     finally:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 from typing import Any
 
 import pytest
 
 from passage.checker import BookingEvidence, Violation, check
-from passage.cli import build_parser, print_violations
+from passage.cli.engine import show_violations
+from passage.cli.output import Output
 from workflows.contracts import (
     AttentionView,
     BookingView,
@@ -344,17 +344,13 @@ def test_inventory_that_does_not_add_up_is_reported() -> None:
     assert "fl-1" in check([], rows)[0].detail
 
 
-def test_passage_check_parses_and_prints_a_table() -> None:
-    args = build_parser().parse_args(["check", "--booking", BOOKING, "--json"])
-    assert (args.group, args.command, args.booking, args.json) == ("check", "check", BOOKING, True)
-    out = io.StringIO()
-    print_violations(
-        3, [Violation(BOOKING, "nothing-live", "FAILED but holds are live")], False, out
+def test_passage_check_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    show_violations(
+        3, [Violation(BOOKING, "nothing-live", "FAILED but holds are live")], Output(False)
     )
-    lines = out.getvalue().splitlines()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert lines[0].split() == ["BOOKING", "RULE", "DETAIL"]
-    assert lines[1].split()[:2] == [BOOKING, "nothing-live"]
+    assert lines[2].split()[:2] == [BOOKING, "nothing-live"]
     assert lines[-1] == "3 bookings checked: 1 violations"
-    clean = io.StringIO()
-    print_violations(3, [], False, clean)
-    assert clean.getvalue() == "3 bookings checked: every invariant holds\n"
+    show_violations(3, [], Output(False))
+    assert capsys.readouterr().out == "3 bookings checked: every invariant holds\n"
