@@ -1,6 +1,7 @@
 """The worker's composition root: Settings -> adapters -> activity objects -> Worker.
 
 Run with `python worker.py`; every setting comes from the environment (see passage/settings.py).
+With PASSAGE_WORKER_HEALTH_PORT it serves its health (passage/worker_health.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from activities.adapters.stripe_gateway import StripePaymentGateway
 from activities.payments import PaymentActivities
 from activities.records import RecordActivities
 from activities.suppliers import SupplierActivities
-from passage import logs, migrate
+from passage import logs, migrate, worker_health
 from passage.codec import LedgerCipher
 from passage.settings import WORKER_NEEDS, Settings
 from passage.temporal import connect
@@ -79,17 +80,29 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with booking_worker(client, settings):
+    async with booking_worker(client, settings) as worker, contextlib.AsyncExitStack() as health:
+        if settings.worker_health_port is not None:
+            health.enter_context(
+                worker_health.serving(
+                    worker_health.WorkerHealth(client, worker, settings.task_queue),
+                    settings.worker_health_host,
+                    settings.worker_health_port,
+                )
+            )
         log.info(
-            "worker started", task_queue=settings.task_queue, temporal=settings.temporal_address
+            "worker started",
+            task_queue=settings.task_queue,
+            temporal=settings.temporal_address,
+            health_port=settings.worker_health_port,
         )
         await stop.wait()
     log.info("worker stopped")
 
 
 def main() -> None:
-    logs.configure(os.environ.get("PASSAGE_LOG_LEVEL", "INFO"))
-    asyncio.run(serve(Settings.for_process("the worker", WORKER_NEEDS)))
+    settings = Settings.for_process("the worker", WORKER_NEEDS)
+    logs.configure(settings.log_level)
+    asyncio.run(serve(settings))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # sdk-python issue 300: avoid a crash at interpreter exit

@@ -1,6 +1,6 @@
 """`python -m api`: serve the API with uvicorn on PASSAGE_API_HOST:PASSAGE_API_PORT.
 
-Defaults to 127.0.0.1:8000; every other setting comes from the environment (passage/settings.py).
+Defaults to 127.0.0.1:8000; every setting comes from the environment (passage/settings.py).
 """
 
 from __future__ import annotations
@@ -10,19 +10,20 @@ import sys
 
 import uvicorn
 
+from api.app import create_app
 from passage import logs
 from passage.settings import Settings
 
 
 def main() -> None:
-    logs.configure(os.environ.get("PASSAGE_LOG_LEVEL", "INFO"))
-    Settings.for_process("the API")  # refuse to start on missing or placeholder secrets
+    # Refuse to start on a missing, malformed or placeholder setting, naming its variable.
+    settings = Settings.for_process("the API")
+    logs.configure(settings.log_level)
     uvicorn.run(
-        "api.app:create_app",
-        factory=True,
-        host=os.environ.get("PASSAGE_API_HOST", "127.0.0.1"),
-        port=int(os.environ.get("PASSAGE_API_PORT", "8000")),
-        log_level=os.environ.get("PASSAGE_LOG_LEVEL", "INFO").lower(),
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
         proxy_headers=False,
     )
     sys.stdout.flush()

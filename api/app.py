@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import cast
@@ -35,9 +34,6 @@ from passage.temporal import connect, data_converter
 from passage.webhook_events import SqlProcessedWebhookEvents
 
 log = structlog.get_logger("passage.api")
-
-#: The Temporal Web UI of `make up`, which calls the codec endpoint from the browser.
-DEFAULT_CODEC_ORIGINS = ("http://127.0.0.1:8233", "http://localhost:8233")
 
 DESCRIPTION = """\
 Passage books multi-supplier trips as one durable Temporal saga per booking.
@@ -76,7 +72,7 @@ def create_app(
     app.add_middleware(BodySizeLimit)
     app.add_middleware(
         CORSMiddleware,
-        allow_origins=_codec_origins(),
+        allow_origins=settings.codec_cors_origin_list,
         allow_methods=["GET", "POST"],
         allow_headers=["Authorization", "Content-Type", "X-Namespace"],
         allow_credentials=True,
@@ -88,12 +84,6 @@ def create_app(
     for router in routers:
         app.include_router(router)
     return app
-
-
-def _codec_origins() -> list[str]:
-    configured = os.environ.get("PASSAGE_CODEC_CORS_ORIGINS", "")
-    origins = [origin.strip() for origin in configured.split(",") if origin.strip()]
-    return origins or list(DEFAULT_CODEC_ORIGINS)
 
 
 def _lifespan(

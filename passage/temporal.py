@@ -1,4 +1,9 @@
-"""The one place that connects to Temporal, with the payload codec when a key is configured."""
+"""The one place that connects to Temporal, with the payload codec when a key is configured.
+
+Address, namespace, API key and TLS (Temporal Cloud or a self-hosted cluster behind TLS) come
+from `Settings`; the SDK's own client configuration (`temporalio.envconfig`) turns them into the
+client's options and reads the certificate files.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import dataclasses
 
 from temporalio.client import Client
 from temporalio.converter import DataConverter, default
+from temporalio.envconfig import ClientConfigProfile, ClientConfigTLS, ClientConnectConfig
 
 from passage.codec import EncryptionCodec
 from passage.settings import Settings
@@ -20,9 +26,33 @@ def data_converter(settings: Settings) -> DataConverter:
     return dataclasses.replace(default(), payload_codec=EncryptionCodec(settings.codec_key))
 
 
-async def connect(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal_address,
+def connect_config(settings: Settings) -> ClientConnectConfig:
+    """`Client.connect`'s address, namespace, API key and TLS options from the settings.
+
+    TLS is on with an API key or a client certificate unless PASSAGE_TEMPORAL_TLS is `false`.
+    """
+    tls = None
+    if (
+        settings.temporal_tls is not None
+        or settings.temporal_tls_client_cert is not None
+        or settings.temporal_tls_server_ca_cert is not None
+        or settings.temporal_tls_server_name
+    ):
+        tls = ClientConfigTLS(
+            disabled=None if settings.temporal_tls is None else not settings.temporal_tls,
+            server_name=settings.temporal_tls_server_name or None,
+            server_root_ca_cert=settings.temporal_tls_server_ca_cert,
+            client_cert=settings.temporal_tls_client_cert,
+            client_private_key=settings.temporal_tls_client_key,
+        )
+    profile = ClientConfigProfile(
+        address=settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=data_converter(settings),
+        api_key=settings.temporal_api_key or None,
+        tls=tls,
     )
+    return profile.to_client_connect_config()
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(**connect_config(settings), data_converter=data_converter(settings))

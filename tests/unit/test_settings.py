@@ -20,6 +20,8 @@ SECRETS = {
 CODEC_KEY = "PASSAGE_CODEC_KEY"
 #: Everything the API needs: the secrets and the codec key (the ledger's personal data).
 API_SECRETS = {**SECRETS, CODEC_KEY: "4mO0m0sDq2yZk1m5q0Xb7rV3hJ8cN6tL9pW2eA5fG1s="}
+#: The ledger the API and the worker name outside development.
+LEDGER = {"DATABASE_URL": "postgresql+psycopg://passage:a3f1c9e07b5d@db:5432/passage"}
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +53,7 @@ def test_production_refuses_a_placeholder_secret(
 ) -> None:
     field = variable.removeprefix("PASSAGE_").lower()
     value = DEV_SECRETS[field] if placeholder == "dev-value" else placeholder
+    clean_environment.setenv("DATABASE_URL", LEDGER["DATABASE_URL"])
     for name, real in API_SECRETS.items():
         clean_environment.setenv(name, value if name == variable else real)
     with pytest.raises(ValidationError) as refused:
@@ -63,7 +66,7 @@ def test_production_refuses_a_placeholder_secret(
 def test_production_runs_on_real_secrets_and_never_shows_them(
     clean_environment: pytest.MonkeyPatch,
 ) -> None:
-    for name, value in API_SECRETS.items():
+    for name, value in {**API_SECRETS, **LEDGER}.items():
         clean_environment.setenv(name, value)
     settings = Settings()
     assert settings.env == Environment.PRODUCTION
@@ -118,6 +121,7 @@ def test_the_api_and_the_worker_refuse_to_start_without_what_they_use(
 def test_the_worker_never_needs_the_api_secrets(clean_environment: pytest.MonkeyPatch) -> None:
     """Least privilege: a worker host need not hold the key that derives every access token."""
     clean_environment.setenv(CODEC_KEY, API_SECRETS[CODEC_KEY])
+    clean_environment.setenv("DATABASE_URL", LEDGER["DATABASE_URL"])
     settings = Settings.for_process("the worker", WORKER_NEEDS)
     assert settings.ledger_key == API_SECRETS[CODEC_KEY]
     assert settings.api_secret == "" and settings.stripe_webhook_secret == ""
@@ -147,3 +151,48 @@ def test_the_ledger_key_is_the_codec_key_and_a_fixed_one_only_in_development(
     tool = Settings.for_process("passage", frozenset())
     with pytest.raises(RuntimeError, match="PASSAGE_CODEC_KEY"):
         tool.ledger_key  # noqa: B018  (a tool that did not ask for the key never gets a default)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PASSAGE_API_PORT", "eighty"),
+        ("PASSAGE_API_PORT", "70000"),
+        ("PASSAGE_LOG_LEVEL", "LOUD"),
+        ("PASSAGE_TEMPORAL_ADDRESS", "temporal"),
+        ("PASSAGE_SUPPLIER_URL", "simulator:8100"),
+        ("PASSAGE_CODEC_CORS_ORIGINS", "http://localhost:8080/ui"),
+        ("PASSAGE_WORKER_HEALTH_PORT", "0"),
+        ("DATABASE_URL", "postgres-at-db"),
+        ("PASSAGE_TEMPORAL_TLS_CLIENT_CERT", "/nonexistent/client.pem"),
+        ("PASSAGE_STAFF_KEYS", "changeme"),
+    ],
+)
+def test_a_malformed_value_stops_every_process_naming_its_variable(
+    clean_environment: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    value: str,
+) -> None:
+    for name, real in {**API_SECRETS, **LEDGER}.items():
+        clean_environment.setenv(name, real)
+    clean_environment.setenv(variable, value)
+    for process, main in (("the API", api_main.main), ("the worker", worker.main)):
+        with pytest.raises(SystemExit) as exited:
+            main()
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"{process} cannot start") and variable in err, err
+
+
+def test_the_readme_table_is_the_settings_table() -> None:
+    """Generated from `Settings`: a field added, removed or redocumented shows up here."""
+    from pathlib import Path
+
+    from passage.settings import with_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert with_table(readme) == readme, (
+        "README.md's settings table differs from Settings: "
+        "run `python -m passage.settings --readme README.md`"
+    )
