@@ -105,9 +105,7 @@ def show(booking_id: BookingId, as_json: JsonFlag = False) -> None:
 @app.command()
 def retry(booking_id: BookingId, note: Note = "", as_json: JsonFlag = False) -> None:
     """Retry the step a NEEDS_ATTENTION booking is stuck on, now."""
-    with _session() as api:
-        answer = api.post(f"/admin/bookings/{booking_id}/retry", {"note": note})
-    _show_view(Output(as_json), answer)
+    _act(booking_id, "retry", note, as_json)
 
 
 @app.command()
@@ -117,9 +115,7 @@ def resolve(
     as_json: JsonFlag = False,
 ) -> None:
     """Mark the stuck step as handled by hand; the saga goes on."""
-    with _session() as api:
-        answer = api.post(f"/admin/bookings/{booking_id}/resolve", {"note": note})
-    _show_view(Output(as_json), answer)
+    _act(booking_id, "resolve", note, as_json)
 
 
 @app.command()
@@ -194,6 +190,13 @@ def reset(
 def _session() -> Any:
     settings = Settings.for_process("passage", NO_NEEDS)
     return StaffApi.opened(staff_access(settings, os.environ))
+
+
+def _act(booking_id: str, action: str, note: str, as_json: bool) -> None:
+    """One staff action (`POST /admin/bookings/{id}/<action>` with the note), then the booking."""
+    with _session() as api:
+        answer = api.post(f"/admin/bookings/{booking_id}/{action}", {"note": note})
+    _show_view(Output(as_json), answer)
 
 
 def _show_view(output: Output, answer: Answer) -> None:
