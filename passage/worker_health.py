@@ -6,7 +6,7 @@ pollers really reach the server, which a process that is merely alive does not s
 endpoint is served from a thread (the standard library's HTTP server) that asks the worker's
 event loop, so a blocked loop is unhealthy too.
 
-`python -m passage.worker_health` (docker-compose's health check) asks the endpoint of
+`python -m passage.worker_health` (for a container's health check) asks the endpoint of
 PASSAGE_WORKER_HEALTH_PORT and exits 0 when healthy, 1 otherwise, printing the answer.
 """
 

@@ -175,8 +175,8 @@ def reset(
                 raise Failure(
                     ExitCode.FAILED,
                     f"the API at {api.base_url} cannot reset bookings (POST "
-                    f"/admin/bookings/{{id}}/reset answered {failure.status}): it runs a release "
-                    "older than `passage bookings reset`",
+                    f"/admin/bookings/{{id}}/reset answered {failure.status}): the staff API of "
+                    "this release has no reset endpoint yet",
                     code="RESET_UNSUPPORTED",
                     status=failure.status,
                 ) from failure

@@ -85,6 +85,13 @@ async def test_list_show_cancel_with_json_and_exit_codes(
     )
     assert status == 0 and "CANCELLED" in cancelled
     assert "from the CLI" in cancelled and "staff:" in cancelled
+    status, _, err = await run(
+        api_url, tmp_path, "bookings", "resolve", booking_id, "--note", "x", "--json"
+    )
+    assert status == 1 and json.loads(err)["error"]["status"] == 409  # nothing to resolve
+    # The staff API has no reset endpoint yet: the command says so rather than fail obscurely.
+    status, _, err = await run(api_url, tmp_path, "bookings", "reset", booking_id, "--json")
+    assert status == 1 and json.loads(err)["error"]["code"] == "RESET_UNSUPPORTED"
     status, _, err = await run(api_url, tmp_path, "bookings", "show", "bk_nothing00000")
     assert status == 1 and "no such booking" in err
 
