@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import httpx
 import structlog
@@ -35,8 +35,14 @@ log = structlog.get_logger("passage.worker")
 
 
 @contextlib.asynccontextmanager
-async def booking_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
-    """A worker with the real adapters, running until the context exits."""
+async def booking_worker(
+    client: Client, settings: Settings, workflows: Sequence[type] = (BookingWorkflow,)
+) -> AsyncIterator[Worker]:
+    """A worker with the real adapters, running until the context exits.
+
+    `workflows` lets a test run another release of BookingWorkflow (tests/integration/
+    test_upgrades.py).
+    """
     engine = make_engine(settings.database_url)
     gateway = StripePaymentGateway.from_settings(settings)
     async with httpx.AsyncClient(
@@ -48,7 +54,7 @@ async def booking_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
         worker = Worker(
             client,
             task_queue=settings.task_queue,
-            workflows=[BookingWorkflow],
+            workflows=workflows,
             activities=[
                 suppliers.quote_item,
                 suppliers.hold_item,

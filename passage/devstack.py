@@ -396,6 +396,10 @@ class DevStack:
             "--ui-port", str(ep.temporal_ui_port),
             "--db-filename", str(self.state_dir / "temporal.db"),
             "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true",
+            # A booking whose workflow task fails on a bug shows in the UI's task-failures view
+            # (TemporalReportedProblems) after one failure, not five (docs/upgrades.md).
+            "--dynamic-config-value",
+            "system.numConsecutiveWorkflowTaskProblemsToTriggerSearchAttribute=1",
             *TEMPORAL_TUNING,
         ]  # fmt: skip
         if self.settings.temporal_namespace != "default":

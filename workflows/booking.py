@@ -74,6 +74,9 @@ LEAN_HISTORY_PATCH = "lean-history"
 #: Bookings confirmed since this patch confirm non-cancellable items after the non-refundable ones
 #: (BookingState.confirmation_order); the marker is written only where the order changes.
 UNCANCELLABLE_LAST_PATCH = "uncancellable-last"
+#: Bookings hit by a bug since this patch fail their workflow task instead of being undone, so the
+#: release that fixes the bug resumes them (docs/upgrades.md); older histories replay the old way.
+BUGS_FAIL_THE_TASK_PATCH = "bugs-fail-the-task"
 CANCELS = (ErrorType.CANCELLED_BY_CUSTOMER, ErrorType.CANCELLED_BY_STAFF, ErrorType.STOPPED)
 CONFIRMATION_STATUSES = (BookingStatus.CONFIRMING, BookingStatus.CAPTURING)
 
@@ -88,6 +91,15 @@ class SagaFailedError(Exception):
 
 class SagaStoppedError(Exception):
     """The stop reason won the race against a forward step (its call has landed)."""
+
+
+class WorkflowBugError(RuntimeError):
+    """A bug in workflow code that would otherwise fail the whole workflow: it fails the task.
+
+    The SDK fails the workflow, not the task, for a Temporal failure (an activity's failure that
+    escaped the saga) and for `TimeoutError`; raised in their stead, this keeps the booking's
+    workflow task retrying until a release without the bug resumes it.
+    """
 
 
 @dataclass(frozen=True)
@@ -180,7 +192,7 @@ class BookingWorkflow:
                     self._stop(
                         BookingError(ErrorType.STOPPED.value, "the workflow was asked to stop")
                     )
-        saga.result()  # re-raises continue-as-new and bugs (after the undos ran)
+        saga.result()  # re-raises continue-as-new, and a bug in histories before the patch
         return self._view()
 
     async def _saga(self, resumed: bool) -> None:
@@ -192,7 +204,13 @@ class BookingWorkflow:
                 self._stop(ended.error)
             await self._compensate()
         except Exception as err:
-            # A bug or an unexpected error: undo first, then let Temporal see the failure.
+            if workflow.patched(BUGS_FAIL_THE_TASK_PATCH):
+                # A bug: fail this workflow task, which Temporal retries, and leave everything
+                # held and authorized as it is, so the release that fixes it resumes the booking.
+                if isinstance(err, FailureError | TimeoutError):
+                    raise WorkflowBugError(f"{type(err).__name__}: {err}") from err
+                raise
+            # Before the patch: undo first, then let Temporal see the failure.
             self._stop(BookingError(ErrorType.INTERNAL.value, type(err).__name__))
             await self._compensate()
             await self._finish()

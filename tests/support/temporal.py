@@ -71,6 +71,10 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_extra_args=[
             "--dynamic-config-value",
             "frontend.enableUpdateWorkflowExecution=true",
+            # TemporalReportedProblems after one failed workflow task (tests/integration/
+            # test_upgrades.py), as under `make up`.
+            "--dynamic-config-value",
+            "system.numConsecutiveWorkflowTaskProblemsToTriggerSearchAttribute=1",
         ],
     )
     try:
