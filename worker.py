@@ -50,7 +50,9 @@ async def booking_worker(
     ) as http:
         suppliers = SupplierActivities(HttpSupplierClient(http))
         payments = PaymentActivities(gateway)
-        records = RecordActivities(SqlBookingStore(engine, LedgerCipher(settings.ledger_key)))
+        records = RecordActivities(
+            SqlBookingStore(engine, LedgerCipher(settings.ledger_key, settings.old_codec_key_list))
+        )
         worker = Worker(
             client,
             task_queue=settings.task_queue,

@@ -92,7 +92,9 @@ def _lifespan(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
-        store = SqlBookingStore(engine, LedgerCipher(settings.ledger_key))
+        store = SqlBookingStore(
+            engine, LedgerCipher(settings.ledger_key, settings.old_codec_key_list)
+        )
         keys = BookingKeys(settings.api_secret.encode(), settings.customer_ref_key.encode())
         processed_events = SqlProcessedWebhookEvents(engine)
         state = ApiState(

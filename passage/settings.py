@@ -191,6 +191,9 @@ class Settings(BaseSettings):
     passage.codec import new_key; print(new_key())"`) and root of the ledger's keys: the customer
     and the travellers are stored encrypted, the e-mail searched by a keyed hash. Development:
     empty leaves payloads unencrypted."""
+    codec_old_keys: str = Field(default="", repr=False)
+    """Comma-separated codec keys that were `PASSAGE_CODEC_KEY` before a rotation: still read
+    (payloads, ledger fields, the e-mail search), never written (docs/upgrades.md)."""
     customer_ref_key: str = Field(default="", repr=False)
     """Key of the keyed hash that turns an e-mail into `CustomerRef` (never the e-mail in clear;
     `openssl rand -hex 32`)."""
@@ -302,17 +305,22 @@ class Settings(BaseSettings):
     @field_validator("codec_key")
     @classmethod
     def _a_codec_key(cls, value: str) -> str:
-        if value.strip():
-            try:
-                size = len(base64.urlsafe_b64decode(value.strip()))
-            except (binascii.Error, ValueError):
-                size = 0
-            if size != 32:
-                raise ValueError(
-                    "PASSAGE_CODEC_KEY must be urlsafe base64 of 32 bytes "
-                    "(python -c 'from passage.codec import new_key; print(new_key())')"
-                )
-        return value.strip()
+        return _a_codec_key(value, "PASSAGE_CODEC_KEY")
+
+    @field_validator("codec_old_keys")
+    @classmethod
+    def _old_codec_keys(cls, value: str) -> str:
+        keys = [key.strip() for key in value.split(",") if key.strip()]
+        return ",".join(_a_codec_key(key, "PASSAGE_CODEC_OLD_KEYS (each)") for key in keys)
+
+    @model_validator(mode="after")
+    def _old_keys_with_a_writing_key(self) -> Self:
+        if self.codec_old_keys and not self.codec_key:
+            raise ValueError(
+                "PASSAGE_CODEC_OLD_KEYS needs PASSAGE_CODEC_KEY: the old keys are only read, "
+                "the codec key writes"
+            )
+        return self
 
     @model_validator(mode="after")
     def _a_client_certificate_with_its_key(self) -> Self:
@@ -410,6 +418,11 @@ class Settings(BaseSettings):
         return [origin.strip() for origin in self.codec_cors_origins.split(",") if origin.strip()]
 
     @property
+    def old_codec_key_list(self) -> tuple[str, ...]:
+        """The codec keys still read after a rotation (`PASSAGE_CODEC_OLD_KEYS`)."""
+        return tuple(key for key in self.codec_old_keys.split(",") if key)
+
+    @property
     def staff_key_set(self) -> frozenset[str]:
         return frozenset(key.strip() for key in self.staff_keys.split(",") if key.strip())
 
@@ -431,6 +444,22 @@ def variable(field: str) -> str:
     if isinstance(info.validation_alias, str):
         return info.validation_alias
     return f"{Settings.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def _a_codec_key(value: str, variable: str) -> str:
+    """`value` stripped, if it is empty or a codec key; the message names `variable`, never the
+    value."""
+    if value.strip():
+        try:
+            size = len(base64.urlsafe_b64decode(value.strip()))
+        except (binascii.Error, ValueError):
+            size = 0
+        if size != 32:
+            raise ValueError(
+                f"{variable} must be urlsafe base64 of 32 bytes "
+                "(python -c 'from passage.codec import new_key; print(new_key())')"
+            )
+    return value.strip()
 
 
 def _password(url: str) -> str | None:

@@ -23,7 +23,10 @@ cache_dataclass_type_hints()
 def data_converter(settings: Settings) -> DataConverter:
     if not settings.codec_key:
         return default()
-    return dataclasses.replace(default(), payload_codec=EncryptionCodec(settings.codec_key))
+    return dataclasses.replace(
+        default(),
+        payload_codec=EncryptionCodec(settings.codec_key, settings.old_codec_key_list),
+    )
 
 
 def connect_config(settings: Settings) -> ClientConnectConfig:

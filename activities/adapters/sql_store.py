@@ -181,6 +181,8 @@ class FieldCipher(Protocol):
 
     def email_hash(self, email: str) -> str: ...
 
+    def email_hashes(self, email: str) -> Sequence[str]: ...
+
 
 class LedgerStore(BookingStore, Protocol):
     """BookingStore plus what the API, the CLI and the webhook endpoint read from the ledger."""
@@ -574,7 +576,9 @@ class SqlBookingStore:
         if status is not None:
             query = query.where(BookingRow.status == str(status))
         if email is not None:
-            query = query.where(BookingRow.customer_email_hash == self._cipher.email_hash(email))
+            # Under every readable key: bookings recorded before a key rotation keep their hash.
+            hashes = self._cipher.email_hashes(email)
+            query = query.where(col(BookingRow.customer_email_hash).in_(hashes))
         if created_from is not None:
             query = query.where(created_at >= created_from)
         if created_to is not None:

@@ -74,7 +74,9 @@ async def run_check(settings: Settings, booking: str | None, output: Output) -> 
             ) as stripe,
         ):
             sources = CheckSources(
-                SqlBookingStore(engine, LedgerCipher(settings.ledger_key)),
+                SqlBookingStore(
+                    engine, LedgerCipher(settings.ledger_key, settings.old_codec_key_list)
+                ),
                 TemporalEngineViews(client),
                 simulator,
                 stripe,

@@ -531,6 +531,9 @@ class CountingCipher:
     def email_hash(self, email: str) -> str:
         return self._cipher.email_hash(email)
 
+    def email_hashes(self, email: str) -> tuple[str, ...]:
+        return self._cipher.email_hashes(email)
+
 
 async def test_a_booking_is_sealed_once_however_often_it_is_written(
     ledger_engine: Engine, ledger_cipher: LedgerCipher
