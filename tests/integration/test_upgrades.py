@@ -1,24 +1,29 @@
-"""A bug in workflow code, then the release that fixes it, on the real Temporal dev server.
+"""Upgrades on the real engine (docs/upgrades.md): a bug fixed by the next release, a key rotated.
 
 The buggy release fails the booking's workflow task (Temporal retries it) and leaves the holds
 and the authorization as they are; once the fixed release polls, the same booking goes on to
-CONFIRMED with its one PaymentIntent (docs/upgrades.md).
+CONFIRMED with its one PaymentIntent. After a codec key rotation, what was written under the old
+key (the ledger's sealed fields and e-mail hash, the workflow's payloads) is still read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from temporalio.api.enums.v1 import EventType, WorkflowExecutionStatus
 from temporalio.client import WorkflowHandle
 
+from passage.codec import KEY_ID_METADATA, key_id, new_key
 from passage.settings import Settings
 from passage.temporal import connect
 from tests.integration.test_api import eventually
+from tests.support.api import running_api
 from tests.support.bookings import booking_request, live_rows, start, wait_terminal
 from tests.support.buggy_workflow import BuggyBookingWorkflow, TimingOutBookingWorkflow
 from tests.support.simulator import SimulatorControl
@@ -27,7 +32,7 @@ from tests.support.stripe import CARD_OK, StripeHarness
 from worker import booking_worker
 from workflows.booking import BookingWorkflow
 from workflows.contracts import ActivityName, BookingView
-from workflows.model import BookingStatus
+from workflows.model import BookingRequest, BookingStatus
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 #: How long (real time) the test waits for the server and the workers; the machine may be loaded.
@@ -115,3 +120,46 @@ async def test_the_release_that_fixes_a_bug_resumes_the_booking_the_bug_stopped(
     if buggy is BuggyBookingWorkflow and os.environ.get("PASSAGE_RECORD_HISTORIES"):
         history = await handle.fetch_history()
         (HISTORIES / "bug_fixed_resumed.json").write_text(history.to_json())
+
+
+async def test_after_a_key_rotation_staff_find_and_read_a_booking_recorded_under_the_old_key(
+    engine_worker: Engine,
+    engine_settings: Settings,
+    simulator: SimulatorControl,
+    stripe_harness: StripeHarness,
+    staff_headers: dict[str, str],
+) -> None:
+    """The engine's key becomes the old key: a new API on PostgreSQL with a new writing key still
+    finds the booking by e-mail, opens its customer and travellers, and decodes its payloads."""
+    email = f"rotation-{uuid.uuid4().hex[:8]}@example.com"
+    request = await booking_request(simulator, await stripe_harness.pm_for(CARD_OK))
+    request = dataclasses.replace(request, customer_email=email)
+    handle = await start(engine_worker.client, engine_worker, request)
+    assert (await wait_terminal(handle)).status == BookingStatus.CONFIRMED
+    old = engine_settings.codec_key
+    rotated = engine_settings.model_copy(update={"codec_key": new_key(), "codec_old_keys": old})
+    rotated_client = await connect(rotated)
+
+    async def found_by(api: httpx.AsyncClient) -> list[str]:
+        response = await api.get(
+            "/admin/bookings", params={"email": email.upper()}, headers=staff_headers
+        )
+        assert response.status_code == 200, response.text
+        return [booking["booking_id"] for booking in response.json()["bookings"]]
+
+    async with running_api(rotated, rotated_client) as api:
+        assert await eventually(lambda: found_by(api), WAIT) == [request.booking_id]
+        staff_view = await api.get(f"/admin/bookings/{request.booking_id}", headers=staff_headers)
+        assert staff_view.status_code == 200, staff_view.text
+        assert staff_view.json()["customer"]["email"] == email
+        assert staff_view.json()["travellers"][0]["last_name"] == "Lovelace"
+
+    started = (await handle.fetch_history()).events[0].workflow_execution_started_event_attributes
+    assert started.input.payloads[0].metadata[KEY_ID_METADATA] == key_id(old).encode()
+    decoded = await rotated_client.data_converter.decode(started.input.payloads, [BookingRequest])
+    assert decoded == [request]
+
+    # The same with the old key dropped too early: the booking is no longer found.
+    forgetful = engine_settings.model_copy(update={"codec_key": new_key()})
+    async with running_api(forgetful, rotated_client) as api:
+        assert await found_by(api) == []
