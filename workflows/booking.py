@@ -197,6 +197,16 @@ class BookingWorkflow:
 
     async def _saga(self, resumed: bool) -> None:
         try:
+            await self._run_saga(resumed)
+        except (FailureError, TimeoutError) as err:
+            # Escaping the saga, in any step or undo, these are bugs too: the SDK would fail the
+            # workflow for them, a WorkflowBugError fails only the task.
+            if not workflow.patched(BUGS_FAIL_THE_TASK_PATCH):
+                raise
+            raise WorkflowBugError(f"{type(err).__name__}: {err}") from err
+
+    async def _run_saga(self, resumed: bool) -> None:
+        try:
             if not resumed:
                 await self._book()
         except (SagaFailedError, SagaStoppedError) as ended:
@@ -207,8 +217,6 @@ class BookingWorkflow:
             if workflow.patched(BUGS_FAIL_THE_TASK_PATCH):
                 # A bug: fail this workflow task, which Temporal retries, and leave everything
                 # held and authorized as it is, so the release that fixes it resumes the booking.
-                if isinstance(err, FailureError | TimeoutError):
-                    raise WorkflowBugError(f"{type(err).__name__}: {err}") from err
                 raise
             # Before the patch: undo first, then let Temporal see the failure.
             self._stop(BookingError(ErrorType.INTERNAL.value, type(err).__name__))

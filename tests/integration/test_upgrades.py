@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from temporalio.api.enums.v1 import EventType, WorkflowExecutionStatus
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 
 from passage.codec import KEY_ID_METADATA, key_id, new_key
 from passage.settings import Settings
@@ -25,7 +25,11 @@ from passage.temporal import connect
 from tests.integration.test_api import eventually
 from tests.support.api import running_api
 from tests.support.bookings import booking_request, live_rows, start, wait_terminal
-from tests.support.buggy_workflow import BuggyBookingWorkflow, TimingOutBookingWorkflow
+from tests.support.buggy_workflow import (
+    BuggyBookingWorkflow,
+    BuggyUndoBookingWorkflow,
+    TimingOutBookingWorkflow,
+)
 from tests.support.simulator import SimulatorControl
 from tests.support.stack import Engine
 from tests.support.stripe import CARD_OK, StripeHarness
@@ -67,6 +71,45 @@ async def _no_problem(handle: WorkflowHandle[Any, BookingView]) -> bool:
     return not await _reported_problems(handle)
 
 
+@dataclasses.dataclass
+class Releases:
+    """Workers of the buggy and the fixed release on a task queue of their own."""
+
+    settings: Settings
+    client: Client
+
+    async def start_under_bug(
+        self, buggy: type[BookingWorkflow], request: BookingRequest, bug: str
+    ) -> WorkflowHandle[Any, BookingView]:
+        """Start `request` on a worker of the buggy release and leave once its workflow task
+        has failed with `bug` and the server reports the problem; the workflow still runs."""
+        async with booking_worker(self.client, self.settings, workflows=(buggy,)):
+            handle = await start(self.client, Engine(self.settings, self.client), request)
+            assert await eventually(lambda: _task_failure(handle), WAIT) == bug
+            problems = await eventually(lambda: _reported_problems(handle), WAIT)
+            assert "category=WorkflowTaskFailed" in problems
+            description = await handle.describe()
+            running = WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
+            assert description.status == running  # retrying its task, not failed
+            assert _UNDOS.isdisjoint(await _scheduled_activities(handle))
+        return handle
+
+    async def settle_under_fix(self, handle: WorkflowHandle[Any, BookingView]) -> BookingView:
+        """Run the fixed release until the booking settles and the problem is cleared."""
+        async with booking_worker(self.client, self.settings):
+            view = await wait_terminal(handle)
+            await eventually(lambda: _no_problem(handle), WAIT)
+        return view
+
+
+@pytest.fixture
+async def releases(engine_settings: Settings) -> Releases:
+    settings = engine_settings.model_copy(update={"task_queue": f"upgrade-{uuid.uuid4().hex[:8]}"})
+    # Payloads in clear, so the history can be committed for the replay test; the ledger is
+    # still sealed with the engine's key (booking_worker reads it from `settings`).
+    return Releases(settings, await connect(settings.model_copy(update={"codec_key": ""})))
+
+
 @pytest.mark.parametrize(
     ("buggy", "bug"),
     [
@@ -79,37 +122,22 @@ async def _no_problem(handle: WorkflowHandle[Any, BookingView]) -> bool:
     ids=["bug", "timeout-error"],
 )
 async def test_the_release_that_fixes_a_bug_resumes_the_booking_the_bug_stopped(
-    engine_settings: Settings,
+    releases: Releases,
     simulator: SimulatorControl,
     stripe_harness: StripeHarness,
     buggy: type[BookingWorkflow],
     bug: str,
 ) -> None:
-    settings = engine_settings.model_copy(update={"task_queue": f"upgrade-{uuid.uuid4().hex[:8]}"})
-    # Payloads in clear, so the history can be committed for the replay test; the ledger is
-    # still sealed with the engine's key (booking_worker reads it from `settings`).
-    client = await connect(settings.model_copy(update={"codec_key": ""}))
     request = await booking_request(simulator, await stripe_harness.pm_for(CARD_OK))
 
-    async with booking_worker(client, settings, workflows=(buggy,)):
-        handle = await start(client, Engine(settings, client), request)
-        assert await eventually(lambda: _task_failure(handle), WAIT) == bug
-        problems = await eventually(lambda: _reported_problems(handle), WAIT)
-        assert "category=WorkflowTaskFailed" in problems
-        description = await handle.describe()
-        # Retrying its task, not failed: the workflow is running, nothing undone.
-        assert description.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
-        holds, confirmed = live_rows(await simulator.ledger(), request.booking_id)
-        assert (len(holds), len(confirmed)) == (2, 0)
-        [intent] = await stripe_harness.payment_intents_for(request.booking_id)
-        assert intent["status"] == "requires_capture"
-        assert _UNDOS.isdisjoint(await _scheduled_activities(handle))
+    handle = await releases.start_under_bug(buggy, request, bug)
+    holds, confirmed = live_rows(await simulator.ledger(), request.booking_id)
+    assert (len(holds), len(confirmed)) == (2, 0)  # nothing released
+    [intent] = await stripe_harness.payment_intents_for(request.booking_id)
+    assert intent["status"] == "requires_capture"  # nor voided
 
-    async with booking_worker(client, settings):  # the fixed release
-        view = await wait_terminal(handle)
-        assert view.status == BookingStatus.CONFIRMED, view.timeline
-        await eventually(lambda: _no_problem(handle), WAIT)
-
+    view = await releases.settle_under_fix(handle)
+    assert view.status == BookingStatus.CONFIRMED, view.timeline
     holds, confirmed = live_rows(await simulator.ledger(), request.booking_id)
     assert (len(holds), len(confirmed)) == (0, 2)
     [intent] = await stripe_harness.payment_intents_for(request.booking_id)
@@ -120,6 +148,28 @@ async def test_the_release_that_fixes_a_bug_resumes_the_booking_the_bug_stopped(
     if buggy is BuggyBookingWorkflow and os.environ.get("PASSAGE_RECORD_HISTORIES"):
         history = await handle.fetch_history()
         (HISTORIES / "bug_fixed_resumed.json").write_text(history.to_json())
+
+
+async def test_a_bug_in_the_undo_path_waits_for_the_fix_instead_of_failing_the_booking(
+    releases: Releases, simulator: SimulatorControl, stripe_harness: StripeHarness
+) -> None:
+    """A Temporal failure raised by workflow code would fail the workflow and leave the holds
+    and the authorization for good; it fails the task, and the fixed release undoes them."""
+    await simulator.add_fault("refuse", operation="confirm", code="SOLD_OUT")
+    request = await booking_request(simulator, await stripe_harness.pm_for(CARD_OK))
+    bug = "WorkflowBugError: ApplicationError: a bug in the undo path"
+
+    handle = await releases.start_under_bug(BuggyUndoBookingWorkflow, request, bug)
+    holds, confirmed = live_rows(await simulator.ledger(), request.booking_id)
+    assert (len(holds), len(confirmed)) == (2, 0)
+    [intent] = await stripe_harness.payment_intents_for(request.booking_id)
+    assert intent["status"] == "requires_capture"
+
+    view = await releases.settle_under_fix(handle)
+    assert view.status == BookingStatus.FAILED, view.timeline
+    assert live_rows(await simulator.ledger(), request.booking_id) == ([], [])
+    [intent] = await stripe_harness.payment_intents_for(request.booking_id)
+    assert intent["status"] == "canceled"
 
 
 async def test_after_a_key_rotation_staff_find_and_read_a_booking_recorded_under_the_old_key(

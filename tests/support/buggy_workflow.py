@@ -1,8 +1,9 @@
-"""Releases with a bug in workflow code: the booking workflow failing as it starts to confirm."""
+"""Releases with a bug in workflow code: the booking workflow failing as it confirms or undoes."""
 
 from __future__ import annotations
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.booking import BookingWorkflow
@@ -34,3 +35,16 @@ class TimingOutBookingWorkflow(BookingWorkflow):
 
     async def _confirm_items(self) -> None:
         raise TimeoutError("a wait in the confirmation step timed out")
+
+
+@workflow.defn(name="BookingWorkflow")
+class BuggyUndoBookingWorkflow(BookingWorkflow):
+    """A bug in the undo path, raised as a Temporal failure (which the SDK would turn into a
+    failed workflow, leaving the holds and the authorization in place for good)."""
+
+    @workflow.run
+    async def run(self, request: BookingRequest) -> BookingView:
+        return await super().run(request)
+
+    async def _compensate(self) -> None:
+        raise ApplicationError("a bug in the undo path")
