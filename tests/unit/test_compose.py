@@ -161,6 +161,7 @@ def test_the_template_sets_every_variable_the_file_reads_and_no_other() -> None:
     text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
     read = {match["name"]: match["rest"] for match in VARIABLE.finditer(text)}
     template = env_example()
+    assert template.pop("COMPOSE_PROJECT_NAME") == "passage"  # Compose's own, not the file's
     assert set(template) == set(read)
     for name, rest in read.items():
         if rest.startswith(":?"):  # required: a secret, so a placeholder the settings refuse
