@@ -70,7 +70,7 @@ def is_placeholder(value: str) -> bool:
     text = value.strip().lower()
     bare = _KEY_PREFIXES.sub("", text)
     return (
-        not text
+        not bare
         or text in PLACEHOLDERS
         or bare in PLACEHOLDERS
         or bare.startswith(PLACEHOLDER_PREFIXES)

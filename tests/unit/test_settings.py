@@ -166,6 +166,8 @@ def test_the_ledger_key_is_the_codec_key_and_a_fixed_one_only_in_development(
         ("DATABASE_URL", "postgres-at-db"),
         ("PASSAGE_TEMPORAL_TLS_CLIENT_CERT", "/nonexistent/client.pem"),
         ("PASSAGE_STAFF_KEYS", "changeme"),
+        ("PASSAGE_STRIPE_API_KEY", "sk_live_"),
+        ("PASSAGE_STRIPE_API_KEY", "sk_test_change-me"),
     ],
 )
 def test_a_malformed_value_stops_every_process_naming_its_variable(
