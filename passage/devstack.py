@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import itertools
 import json
 import os
 import secrets
@@ -236,6 +237,8 @@ class Service:
     log_offset: int = 0
     #: Started once more if it exits while starting (a port it picks itself was taken meanwhile).
     start_retries: int = 0
+    #: Consecutive services with the same batch start together (they do not rely on each other).
+    batch: str = ""
 
 
 class DevStack:
@@ -269,10 +272,13 @@ class DevStack:
             signal.signal(signum, self._on_signal)
         try:
             child_env = self._prepare()
-            for service in self._plan(child_env):
-                self._start_until_ready(service)
-                if service.after_ready is not None:
-                    service.after_ready()
+            # Consecutive services of one batch (the workers) start together, then are waited for.
+            for _, batch in itertools.groupby(
+                self._plan(child_env), key=lambda s: s.batch or id(s)
+            ):
+                for service in self._start_all_until_ready(list(batch)):
+                    if service.after_ready is not None:
+                        service.after_ready()
             self._announce(child_env)
             return self._supervise()
         except StopRequested:
@@ -530,6 +536,7 @@ class DevStack:
                     ready=functools.partial(_answers, slot.health_url),
                     env={**env, **slot.env()},
                     restart=True,
+                    batch="workers",
                 )
                 for slot in self.worker_slots
             ),
@@ -567,9 +574,23 @@ class DevStack:
         self._record_pids()
         print(f"  {service.name:<10} starting (pid {service.process.pid})", flush=True)
 
-    def _start_until_ready(self, service: Service) -> None:
-        for retries_left in range(service.start_retries, -1, -1):
+    def _start_all_until_ready(self, batch: list[Service]) -> list[Service]:
+        """Start every service of the batch, then wait for each in turn; returns the batch."""
+        for service in batch:
             self._start(service)
+        for service in batch:
+            self._until_ready(service)
+        return batch
+
+    def _start_until_ready(self, service: Service) -> None:
+        self._start(service)
+        self._until_ready(service)
+
+    def _until_ready(self, service: Service) -> None:
+        """Wait for a started service, starting it once more if it exits and may (start_retries)."""
+        for retries_left in range(service.start_retries, -1, -1):
+            if retries_left < service.start_retries:
+                self._start(service)
             try:
                 self._wait_ready(service)
                 return
