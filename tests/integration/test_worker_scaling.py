@@ -16,7 +16,7 @@ import re
 import signal
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -37,7 +37,7 @@ from workflows.model import workflow_id_for
 
 BOOKINGS = 20
 #: Every capture of the burst takes this long at "Stripe", so one is in flight when we kill.
-CAPTURE_LATENCY_MS = 2000
+CAPTURE_LATENCY = timedelta(seconds=2)
 #: Beyond the activity timeout, for a loaded machine (a guard, not a measurement).
 SETTLE_MARGIN_SECONDS = 90.0
 SETTLED = ("CONFIRMED", "FAILED", "CANCELLED", "NEEDS_ATTENTION")
@@ -68,7 +68,7 @@ def restock_and_slow_the_captures(stack: Stack) -> None:
         json={
             "method": "POST",
             "path": "/v1/payment_intents/{id}/capture",
-            "latency_ms": CAPTURE_LATENCY_MS,
+            "latency_ms": int(CAPTURE_LATENCY.total_seconds() * 1000),
             "times": BOOKINGS,
         },
         timeout=10,
@@ -101,10 +101,13 @@ async def a_capture_in_flight(
         for booking_id in list(booking_ids):
             described = await client.get_workflow_handle(workflow_id_for(booking_id)).describe()
             for pending in described.raw_description.pending_activities:
+                started = pending.last_started_time.ToDatetime(UTC)
                 if (
                     pending.activity_type.name == "capture_payment"
                     and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
                     and pending.last_worker_identity in by_identity
+                    # Far from its end: it cannot complete before the kill lands.
+                    and datetime.now(UTC) - started < CAPTURE_LATENCY / 2
                 ):
                     return booking_id, by_identity[pending.last_worker_identity]
         await asyncio.sleep(0.1)
