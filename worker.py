@@ -73,7 +73,10 @@ async def booking_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
 
 
 async def serve(settings: Settings) -> None:
-    """Apply pending ledger migrations, then poll until SIGINT or SIGTERM."""
+    """Apply pending ledger migrations, then poll until SIGINT or SIGTERM.
+
+    Raises the worker's fatal error if it has one (`main` logs it and exits 1).
+    """
     migrate.upgrade(settings.database_url, ledger_key=settings.ledger_key)
     client = await connect(settings)
     stop = asyncio.Event()
@@ -102,10 +105,18 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings.for_process("the worker", WORKER_NEEDS)
     logs.configure(settings.log_level)
-    asyncio.run(serve(settings))
+    code = 0
+    try:
+        asyncio.run(serve(settings))
+    except Exception:
+        # A fatal worker error (the server refused it, its pollers failed for good) leaves a
+        # process that polls nothing: exit, so a supervisor sees it and starts a fresh one.
+        # `async with Worker` raises the error out of `serve` (the SDK cancels the block).
+        log.exception("worker failed", task_queue=settings.task_queue)
+        code = 1
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)  # sdk-python issue 300: avoid a crash at interpreter exit
+    os._exit(code)  # sdk-python issue 300: avoid a crash at interpreter exit
 
 
 if __name__ == "__main__":
