@@ -218,6 +218,10 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     """Log level of every process: `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`."""
+    otlp_endpoint: str = ""
+    """OpenTelemetry traces: base URL of an OTLP/HTTP receiver (e.g. `http://otel-collector:4318`;
+    spans go to `<it>/v1/traces`), to which the API and the worker export their spans; empty:
+    no tracing at all."""
 
     worker_health_host: str = "127.0.0.1"
     """Address of the worker's health endpoint."""
@@ -285,6 +289,18 @@ class Settings(BaseSettings):
         if level not in LOG_LEVELS:
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return level
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _an_otlp_endpoint(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if value.strip() and (
+            parts.scheme not in ("http", "https") or not parts.netloc or parts.query
+        ):
+            raise ValueError(
+                "PASSAGE_OTLP_ENDPOINT must be an http(s) URL, e.g. http://otel-collector:4318"
+            )
+        return value.strip()
 
     @field_validator("codec_cors_origins")
     @classmethod
