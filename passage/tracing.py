@@ -20,14 +20,19 @@ OpenTelemetry's environment variables.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from opentelemetry.context import Context
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
 from passage.logs import redact_query
@@ -62,7 +67,7 @@ class Tracing:
         provider = TracerProvider(
             resource=Resource.create({SERVICE_NAME: service}), shutdown_on_exit=False
         )
-        provider.add_span_processor(RedactedQueries())
+        exporter = WithoutQueryValues(exporter)
         provider.add_span_processor(
             BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
         )
@@ -117,21 +122,48 @@ def traces_url(endpoint: str) -> str:
     return base if base.endswith(OTLP_TRACES_PATH) else base + OTLP_TRACES_PATH
 
 
-class RedactedQueries(SpanProcessor):
-    """Rewrites query strings in URL attributes as a span starts, before anything exports it.
+class WithoutQueryValues(SpanExporter):
+    """Hands `exporter` the spans with the values of their URLs' query strings redacted.
 
-    HTTP instrumentations set the URL when they create the span, so `on_start` sees it.
+    At export, because the HTTP instrumentations (re)set the URL attributes after the span started.
     """
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        attributes = span.attributes or {}
-        for key in _URL_ATTRIBUTES:
-            value = attributes.get(key)
-            if isinstance(value, str) and "?" in value:
-                span.set_attribute(key, redact_query(value))
-        query = attributes.get("url.query")
-        if isinstance(query, str) and query:
-            span.set_attribute("url.query", redact_query(f"?{query}").removeprefix("?"))
+    def __init__(self, exporter: SpanExporter) -> None:
+        self._exporter = exporter
 
-    def on_end(self, span: ReadableSpan) -> None:
-        pass
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._exporter.export([without_query_values(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._exporter.force_flush(timeout_millis)
+
+
+def without_query_values(span: ReadableSpan) -> ReadableSpan:
+    """`span`, or a copy whose URL attributes keep only the harmless query values."""
+    attributes = dict(span.attributes or {})
+    for key in _URL_ATTRIBUTES:
+        value = attributes.get(key)
+        if isinstance(value, str) and "?" in value:
+            attributes[key] = redact_query(value)
+    query = attributes.get("url.query")
+    if isinstance(query, str) and query:
+        attributes["url.query"] = redact_query(f"?{query}").removeprefix("?")
+    if attributes == (span.attributes or {}):
+        return span
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attributes,
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
