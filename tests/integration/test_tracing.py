@@ -9,6 +9,8 @@ under the API's request span, and say nothing personal.
 from __future__ import annotations
 
 import asyncio
+import http.server
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,15 +19,16 @@ from typing import Any
 
 import httpx
 import pytest_asyncio
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from api.app import create_app
 from passage.logs import ACCESS_TOKEN_SHAPE, LogScan
-from passage.settings import Settings
+from passage.settings import Environment, Settings
 from passage.temporal import connect
-from passage.tracing import API_SERVICE, WORKER_SERVICE, Tracing
+from passage.tracing import API_SERVICE, WORKER_SERVICE, Tracing, tracing_for
 from tests.support.api import client_on
 from tests.support.simulator import SimulatorControl
 from tests.support.stripe import CARD_OK, StripeHarness
@@ -208,3 +211,43 @@ async def test_one_booking_is_one_trace_from_the_api_request_to_each_activity(
         # Its 30-day cancellation window would keep the booking open after the worker is gone.
         client = await connect(traced.settings)
         await client.get_workflow_handle(workflow_id).terminate("test done")
+
+
+class OtlpReceiver(http.server.BaseHTTPRequestHandler):
+    """What an OpenTelemetry collector's OTLP/HTTP receiver does with traces, minus the rest."""
+
+    received: list[tuple[str, ExportTraceServiceRequest]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((self.path, ExportTraceServiceRequest.FromString(body)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_with_an_endpoint_spans_go_to_it_by_otlp_http() -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), OtlpReceiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_port}"
+        settings = Settings(env=Environment.DEVELOPMENT, otlp_endpoint=endpoint)
+        tracing = tracing_for(settings, API_SERVICE)
+        assert tracing is not None
+        with tracing.provider.get_tracer("test").start_as_current_span("GET /bookings/{id}"):
+            pass
+        tracing.flush()
+    finally:
+        server.shutdown()
+        server.server_close()
+    ((path, request),) = OtlpReceiver.received
+    assert path == "/v1/traces"
+    (resource_spans,) = request.resource_spans
+    service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+    assert service["service.name"] == API_SERVICE
+    assert [span.name for scope in resource_spans.scope_spans for span in scope.spans] == [
+        "GET /bookings/{id}"
+    ]
