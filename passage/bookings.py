@@ -59,12 +59,14 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.adapters.sql_runs import ResetInProgress
 from activities.adapters.sql_store import (
     BookingSummary,
     LedgerStore,
     PersonalData,
     StoredBooking,
 )
+from passage.reset import BookingReset, ResetRefused
 from passage.settings import Settings
 from passage.webhook_events import ProcessedWebhookEvents
 from workflows import search
@@ -523,6 +525,35 @@ class BookingService:
 
     async def resolve(self, record: BookingRecord, action: StaffAction) -> CommandResult:
         return await self._command(record, BookingWorkflow.resolve, action)
+
+    async def reset(self, booking_id: str, to: str | None, action: StaffAction) -> CommandResult:
+        """Reset the booking's workflow to the task before step `to` (passage/reset.py).
+
+        DONE once the new run has written the ledger (the view shows it), IN_PROGRESS before.
+
+        Raises:
+            BookingNotFound: no such booking.
+            NotApplicable: it cannot be reset (to that step), or another reset is under way.
+        """
+        view = await self.read_for_staff(booking_id)
+        resetter = BookingReset(self._client, self._store, rpc_timeout=self._timeouts.rpc)
+        try:
+            outcome = await resetter.reset(view, to, action.actor, action.note)
+        except ResetRefused as err:
+            raise NotApplicable(err.reason) from err
+        except ResetInProgress as err:
+            raise NotApplicable(
+                f"{booking_id} is being reset already: wait until its new run shows, then "
+                "reset again if needed"
+            ) from err
+        except RPCError as err:
+            if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                raise NotApplicable(f"Temporal refused the reset: {err.message}") from err
+            raise
+        except LookupError as err:
+            raise NotApplicable(f"{booking_id} is not in the ledger yet: nothing to reset") from err
+        answer = UpdateOutcome.DONE if outcome.recorded else UpdateOutcome.IN_PROGRESS
+        return CommandResult(answer, await self.read_for_staff(booking_id))
 
     async def _command(self, record: BookingRecord, update: Any, argument: Any) -> CommandResult:
         """Run a workflow update: rejected by its validator or on a closed booking -> NotApplicable.
