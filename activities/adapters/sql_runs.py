@@ -27,6 +27,7 @@ continue-as-new).
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -151,25 +152,54 @@ def _claim(
     """The new run's first write: find what it inherited, write the RESET entry after the trail."""
     events = _table(BookingEventRow)
     recorded = {
-        stored.seq: stored
+        stored.seq: (stored.at_text, stored.step, stored.outcome, stored.detail, stored.actor)
         for stored in conn.execute(select(events).where(events.c.booking_id == row.booking_id))
     }
+    last = max(recorded, default=0)
+    # The old run's newest entries wait on the booking row for a later write that will never
+    # come: its last workflow task completed long ago (staff saw it stuck), so they happened.
+    bookings = _table(BookingRow)
+    pending = conn.execute(
+        select(bookings.c.pending_timeline).where(bookings.c.booking_id == row.booking_id)
+    ).scalar_one_or_none()
+    left = [entry for entry in json.loads(pending or "[]") if entry["seq"] > last]
+    if left:
+        conn.execute(
+            events.insert(),
+            [
+                {
+                    "booking_id": row.booking_id,
+                    "seq": entry["seq"],
+                    "at": _parsed(entry["at"]),
+                    "at_text": entry["at"],
+                    "step": entry["step"],
+                    "outcome": entry["outcome"],
+                    "detail": entry["detail"],
+                    "actor": entry["actor"],
+                    "recorded_at": now,
+                }
+                for entry in left
+            ],
+        )
+        for entry in left:
+            recorded[entry["seq"]] = (
+                entry["at"],
+                entry["step"],
+                entry["outcome"],
+                entry["detail"],
+                entry["actor"],
+            )
+        last = max(recorded)
     base = {
         other.generation: _mapping(other) for other in rows if other.generation < row.generation
     }
     inherited = 0
     for entry in sorted(timeline, key=lambda entry: entry.seq):
         stored = recorded.get(_base_seq(base, row.generation - 1, entry.seq))
-        if stored is None or (
-            stored.at_text,
-            stored.step,
-            stored.outcome,
-            stored.detail,
-            stored.actor,
-        ) != (entry.at, entry.step, entry.outcome, entry.detail, entry.actor):
+        if stored != (entry.at, entry.step, entry.outcome, entry.detail, entry.actor):
             break
         inherited = entry.seq
-    reset_seq = max(recorded, default=0) + 1
+    reset_seq = last + 1
     conn.execute(
         events.insert().values(
             booking_id=row.booking_id,
@@ -311,6 +341,14 @@ def reset_recorded(conn: Connection, booking_id: str, generation: int) -> bool:
         )
     ).first()
     return inherited is not None and inherited[0] is not None
+
+
+def _parsed(text: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _aware(value: datetime) -> datetime:
