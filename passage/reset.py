@@ -35,7 +35,7 @@ from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from workflows.contracts import ActivityName, BookingView
-from workflows.model import BookingStatus, workflow_id_for
+from workflows.model import BookingStatus, ItemStatus, PaymentStatus, workflow_id_for
 
 #: The step each activity belongs to, as the timeline and `booking.step` name it.
 STEP_OF_ACTIVITY = {
@@ -53,6 +53,11 @@ STEP_OF_ACTIVITY = {
 #: The forward steps, in saga order: the default reset point is the first of them that failed.
 FORWARD_STEPS = ("PRICE", "HOLD", "AUTHORIZE", "PAYMENT_ACTION", "CONFIRM", "CAPTURE")
 ALIASES = {"QUOTE": "PRICE"}
+UNDONE_PAYMENTS = (
+    PaymentStatus.VOIDED,
+    PaymentStatus.REFUNDED,
+    PaymentStatus.PARTIALLY_REFUNDED,
+)
 #: Statuses with nothing worth resetting: done, or a cancellation that must be carried out.
 NOT_RESETTABLE = {
     BookingStatus.CONFIRMED: "it is CONFIRMED: nothing failed; cancel it if it must not stand",
@@ -125,13 +130,34 @@ def normalized_step(step: str) -> tuple[str, str | None]:
     return name, words[1] if len(words) == 2 else None
 
 
-def refusal_for(view: BookingView) -> str | None:
-    """Why a booking in this state is not reset (None: it may be)."""
+def refusal_for(view: BookingView, step: str | None) -> str | None:
+    """Why a booking in this state is not reset to `step` (None: it may be).
+
+    A reset to a forward step is refused once an undo really changed the outside world (an item
+    released or cancelled, the payment voided or refunded): the new run would count on holds,
+    bookings or an authorization that are gone. A reset to an undo step inherits the undos
+    before it.
+    """
     reason = NOT_RESETTABLE.get(view.status)
     if reason is not None:
         return reason
     if any(entry.step == "CANCEL" and entry.outcome == "requested" for entry in view.timeline):
         return "a cancel was accepted and is carried out; a reset would drop it"
+    if step is not None and normalized_step(step)[0] not in FORWARD_STEPS:
+        return None
+    undone = [
+        f"{item.item_id} {item.status.value}"
+        for item in view.items
+        if item.status in (ItemStatus.RELEASED, ItemStatus.CANCELLED)
+    ]
+    if view.payment.status in UNDONE_PAYMENTS:
+        undone.append(f"payment {view.payment.status.value}")
+    if undone:
+        return (
+            f"the old run already undid part of it ({', '.join(undone)}), which a new run from "
+            "a forward step would count on; finish the undo with retry or resolve, or reset "
+            "--to the undo step"
+        )
     return None
 
 
@@ -158,7 +184,7 @@ class BookingReset:
             ResetRefused: not in a state worth resetting, or no such step in its current run.
         """
         booking_id = view.booking_id
-        refusal = refusal_for(view)
+        refusal = refusal_for(view, to)
         if refusal is not None:
             raise ResetRefused(f"{booking_id} cannot be reset: {refusal}")
         handle = self._client.get_workflow_handle(workflow_id_for(booking_id))

@@ -238,3 +238,32 @@ async def test_a_refused_reset_leaves_the_old_run_in_charge(store: SqlBookingSto
     view = await store.get_view("bk_abandon")
     assert view is not None and view.version == snapshots[-1].view.version
     assert not await store.reset_recorded("bk_abandon", generation)
+
+
+async def test_a_reset_to_a_forward_step_is_refused_once_an_undo_changed_something(
+    api_client: httpx.AsyncClient,
+    simulator: SimulatorControl,
+    staff_headers: dict[str, str],
+    card: str,
+) -> None:
+    # The hotel is cancelled and the payment voided before the flight's release is refused.
+    await simulator.add_fault("refuse", supplier="aurora-air", operation="confirm", code="SOLD_OUT")
+    await simulator.add_fault(
+        "refuse", supplier="aurora-air", operation="release", code="NOT_RELEASABLE"
+    )
+    booking = await book(api_client, await checkout(simulator, card, FLIGHT, HOTEL))
+    stuck = await wait_for(api_client, booking, "NEEDS_ATTENTION", within=60)
+    assert stuck["attention"]["step"] == "RELEASE it_1"
+    assert stuck["payment"]["status"] == "VOIDED"
+    refused = await api_client.post(
+        f"/admin/bookings/{booking['booking_id']}/reset", headers=staff_headers
+    )
+    assert refused.status_code == 409, refused.text
+    message = refused.json()["error"]["message"]
+    assert "it_2 CANCELLED" in message and "payment VOIDED" in message
+    await simulator.clear_faults()
+    resolved = await api_client.post(
+        f"/admin/bookings/{booking['booking_id']}/retry", headers=staff_headers
+    )
+    assert resolved.status_code in (200, 202), resolved.text
+    await wait_for(api_client, booking, "FAILED", within=60)
