@@ -226,6 +226,30 @@ async def test_a_reset_run_supersedes_the_old_run_and_continues_its_trail(
         ).scalar_one()
     assert generation_of_row == 1
 
+    # A second reset forks the new run after its own first entry: the trail goes on again.
+    assert await store.begin_reset("bk_runs", "run-new", "CONFIRM", "staff:y", "again") == 2
+    second = dataclasses.replace(
+        fork,
+        version=3,
+        timeline=(
+            *fork.timeline,
+            dataclasses.replace(old_trail[3], seq=4, at="2026-02-03T00:00:00+00:00"),
+        ),
+    )
+    await store.record(
+        dataclasses.replace(first, view=second, recorded_through=3), run_id="run-newest"
+    )
+    twice = await store.get_view("bk_runs")
+    assert twice is not None
+    assert twice.timeline[: len(newest.timeline)] == newest.timeline
+    assert [(e.step, e.actor) for e in twice.timeline[len(newest.timeline) :]] == [
+        ("RESET to CONFIRM", "staff:y"),
+        (old_trail[3].step, None),
+    ]
+    assert [e.seq for e in twice.timeline] == list(range(1, len(twice.timeline) + 1))
+    await store.record(dataclasses.replace(first, view=later), run_id="run-new")  # superseded
+    assert await store.get_view("bk_runs") == twice
+
 
 async def test_a_refused_reset_leaves_the_old_run_in_charge(store: SqlBookingStore) -> None:
     snapshots = booking_lifecycle("bk_abandon", created_at=datetime(2026, 2, 1, tzinfo=UTC))
