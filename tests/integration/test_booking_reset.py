@@ -23,7 +23,10 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from activities.adapters.sql_store import SqlBookingStore
+from activities.adapters.sql_store import SqlBookingStore, make_engine
+from passage.checker import check
+from passage.codec import LedgerCipher
+from passage.collector import CheckSources, TemporalEngineViews, collect
 from tests.integration.test_api import (
     FLIGHT,
     HOTEL,
@@ -120,10 +123,26 @@ async def test_a_reset_before_the_authorization_confirms_with_one_payment_and_on
     assert after_reset[-1] == "CONFIRMED"
     assert [e["seq"] for e in confirmed["timeline"]] == seqs  # the customer reads the same trail
 
+    # The invariant checker sees a clean CONFIRMED booking: one PaymentIntent, the capture the
+    # confirmed items' sum, the ledger agreeing with the engine.
+    sql_engine = make_engine(engine_worker.settings.database_url)
+    try:
+        sources = CheckSources(
+            SqlBookingStore(sql_engine, LedgerCipher(engine_worker.settings.ledger_key)),
+            TemporalEngineViews(engine_worker.client),
+            simulator.http,
+            stripe_harness.http,
+        )
+        evidence = await collect(sources, [booking_id])
+        assert check(evidence.bookings, evidence.inventory) == []
+    finally:
+        sql_engine.dispose()
+
     # A confirmed booking is not reset: 409 naming why.
     again = await api_client.post(f"/admin/bookings/{booking_id}/reset", headers=staff_headers)
     assert again.status_code == 409, again.text
     assert "CONFIRMED" in again.json()["error"]["message"]
+    await handle_of(engine_worker, booking_id).terminate("test done")  # its cancellation window
 
 
 async def test_a_reset_is_refused_with_the_reason(
