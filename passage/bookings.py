@@ -404,7 +404,8 @@ class BookingService:
                 raise BookingNotFound(booking_id)
             if _ledger_answers(stored.view):
                 return stored.view
-        return await self.view(await self.find_for_customer(booking_id, access_token))
+        live = await self.view(await self.find_for_customer(booking_id, access_token))
+        return _numbered_as_ledger(live, stored)
 
     async def authorize_customer(self, booking_id: str, access_token: str | None) -> None:
         """BookingNotFound (no hint) unless `access_token` is the booking's token.
@@ -428,7 +429,7 @@ class BookingService:
         stored = await self._stored(booking_id) if is_booking_id(booking_id) else None
         if stored is not None and _ledger_answers(stored.view):
             return stored.view
-        return await self.view(await self.find_for_staff(booking_id))
+        return _numbered_as_ledger(await self.view(await self.find_for_staff(booking_id)), stored)
 
     async def _stored(self, booking_id: str) -> StoredBooking | None:
         """The ledger's record of the booking; None when it has none or cannot answer now."""
@@ -670,6 +671,14 @@ class BookingService:
 def _ledger_answers(view: BookingView) -> bool:
     """Whether the ledger's view is the whole view (3-D Secure's client secret is never in it)."""
     return view.status != BookingStatus.AWAITING_PAYMENT_ACTION
+
+
+def _numbered_as_ledger(live: BookingView, stored: StoredBooking | None) -> BookingView:
+    """A live view of a reset booking with the ledger's trail: the new run numbers its own
+    timeline from its reset point, the ledger (and every event stream) continues the old one."""
+    if stored is None or not any(e.outcome == "staff reset" for e in stored.view.timeline):
+        return live
+    return dataclasses.replace(live, timeline=stored.view.timeline)
 
 
 def _rejection_reason(err: WorkflowUpdateFailedError) -> str:

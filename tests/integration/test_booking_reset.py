@@ -41,7 +41,7 @@ from tests.support.bookings import live_rows
 from tests.support.ledger_data import booking_lifecycle
 from tests.support.simulator import SimulatorControl
 from tests.support.stack import Engine as TemporalEngine
-from tests.support.stripe import CARD_OK, StripeHarness
+from tests.support.stripe import CARD_3DS, CARD_OK, StripeHarness
 
 Json = dict[str, Any]
 ACTOR = f"staff:{hashlib.sha256(STAFF_KEY.encode()).hexdigest()[:8]}"
@@ -310,3 +310,40 @@ async def test_a_reset_to_a_forward_step_is_refused_once_an_undo_changed_somethi
     )
     assert resolved.status_code in (200, 202), resolved.text
     await wait_for(api_client, booking, "FAILED", within=60)
+
+
+async def test_a_booking_reset_while_awaiting_3ds_waits_again_and_reads_with_one_trail(
+    api_client: httpx.AsyncClient,
+    engine_worker: TemporalEngine,
+    simulator: SimulatorControl,
+    stripe_harness: StripeHarness,
+    staff_headers: dict[str, str],
+) -> None:
+    """The new run authorizes again (the same PaymentIntent) and waits for 3-D Secure again; the
+    customer's view, which comes from the live workflow while it waits, numbers its timeline as
+    the ledger does; authentication then confirms it."""
+    card = await stripe_harness.pm_for(CARD_3DS)
+    booking = await book(api_client, await checkout(simulator, card, HOTEL))
+    await wait_for(api_client, booking, "AWAITING_PAYMENT_ACTION", within=60)
+    response = await api_client.post(
+        f"/admin/bookings/{booking['booking_id']}/reset",
+        json={"to": "AUTHORIZE", "note": "3DS test"},
+        headers=staff_headers,
+    )
+    assert response.status_code in (200, 202), response.text
+
+    async def waiting_again() -> Json | None:
+        view = await wait_for(api_client, booking, "AWAITING_PAYMENT_ACTION", within=60)
+        return view if any(e["outcome"] == "staff reset" for e in view["timeline"]) else None
+
+    waiting = await eventually(waiting_again, within=60)
+    seqs = [entry["seq"] for entry in waiting["timeline"]]
+    assert seqs == list(range(1, len(seqs) + 1)), seqs
+    [intent] = await stripe_harness.payment_intents_for(booking["booking_id"])
+    await stripe_harness.authenticate(intent["id"], waiting["payment"]["client_secret"])
+    confirmed = await wait_for(api_client, booking, "CONFIRMED", within=60)
+    assert [i["id"] for i in await stripe_harness.payment_intents_for(booking["booking_id"])] == [
+        intent["id"]
+    ]
+    assert confirmed["payment"]["status"] == "CAPTURED"
+    await handle_of(engine_worker, booking["booking_id"]).terminate("test done")
