@@ -205,7 +205,8 @@ class BookingReset:
                     workflow_execution=WorkflowExecution(
                         workflow_id=workflow_id_for(booking_id), run_id=base_run_id
                     ),
-                    reason=f"passage bookings reset --to {point.step!r} by {actor}: {note}"[:500],
+                    # In clear in the history: the note (free text) stays in the ledger only.
+                    reason=f"passage bookings reset --to {point.step!r} by {actor}",
                     workflow_task_finish_event_id=point.event_id,
                     request_id=str(uuid.uuid4()),
                     reset_reapply_exclude_types=[
@@ -216,13 +217,29 @@ class BookingReset:
                 retry=True,
                 timeout=self._rpc_timeout,
             )
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await self._ledger.abandon_reset(booking_id, generation)
-            raise
-        await self._ledger.name_reset_run(booking_id, generation, response.run_id)
+            run_id = response.run_id
+        except Exception:
+            # A reset whose answer was lost may have happened: then the pending row must stay
+            # for the new run, or the ledger would take it for the old one.
+            current = await self._current_run_if_reset(booking_id, base_run_id)
+            if current is None:
+                with contextlib.suppress(Exception):
+                    await self._ledger.abandon_reset(booking_id, generation)
+                raise
+            run_id = current
+        with contextlib.suppress(Exception):  # the new run claims the row by itself anyway
+            await self._ledger.name_reset_run(booking_id, generation, run_id)
         recorded = await self._wait_recorded(booking_id, generation)
-        return ResetOutcome(point.step, point.event_id, base_run_id, response.run_id, recorded)
+        return ResetOutcome(point.step, point.event_id, base_run_id, run_id, recorded)
+
+    async def _current_run_if_reset(self, booking_id: str, base_run_id: str) -> str | None:
+        """The current run's id if it is no longer `base_run_id` (None: not, or unknown)."""
+        try:
+            handle = self._client.get_workflow_handle(workflow_id_for(booking_id))
+            description = await handle.describe(rpc_timeout=self._rpc_timeout)
+        except Exception:
+            return None
+        return description.run_id if description.run_id != base_run_id else None
 
     async def find_point(self, booking_id: str, run_id: str, step: str) -> ResetPoint:
         """The workflow task of `run_id` that first scheduled `step` (`CONFIRM`, `CONFIRM it_1`)."""
