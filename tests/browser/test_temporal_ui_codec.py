@@ -178,13 +178,18 @@ async def _context(browser: Browser, storage: dict[str, Any]) -> AsyncIterator[B
 UI_SETTINGS = {"namespace-workflow-table-columns": {"default": [{"label": c} for c in COLUMNS]}}
 
 
-async def _open_stuck_booking(page: Page, stack: MakeUp, booking_id: str) -> None:
-    """As an operator: the list of stuck bookings, then the booking's workflow page."""
+async def _stuck_list(page: Page, stack: MakeUp, booking_id: str) -> None:
+    """As an operator: the UI's list of stuck bookings, until the booking is in it."""
     query = urllib.parse.quote('BookingStatus="NEEDS_ATTENTION"')
     await page.goto(f"{stack.ui}/namespaces/default/workflows?query={query}")
-    link = page.get_by_role("link", name=f"booking-{booking_id}")
-    await link.wait_for(timeout=60_000)
-    await link.click()
+    row = page.get_by_role("row").filter(has_text=f"booking-{booking_id}")
+    await row.get_by_text("CANCEL it_2").wait_for(timeout=60_000)
+
+
+async def _open_stuck_booking(page: Page, stack: MakeUp, booking_id: str) -> None:
+    """The list of stuck bookings, then the booking's workflow page."""
+    await _stuck_list(page, stack, booking_id)
+    await page.get_by_role("link", name=f"booking-{booking_id}").click()
     # The SPA loads the execution, then its history; the input card is the start event's payload.
     await page.get_by_text("Event History").first.wait_for(timeout=60_000)
     await page.locator('.cm-content[aria-label="Input"]').first.wait_for(timeout=60_000)
@@ -201,10 +206,7 @@ async def test_an_operator_reads_a_stuck_booking_decoded_in_the_temporal_ui(
         page = await context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
-        query = urllib.parse.quote('BookingStatus="NEEDS_ATTENTION"')
-        await page.goto(f"{make_up.ui}/namespaces/default/workflows?query={query}")
-        row = page.get_by_role("row").filter(has_text=f"booking-{stuck}")
-        await row.get_by_text("CANCEL it_2").wait_for(timeout=60_000)
+        await _stuck_list(page, make_up, stuck)
         await screenshot(page, "stuck-booking")
 
         async with page.expect_response(
@@ -259,7 +261,7 @@ async def _input_text(page: Page) -> str:
 
 
 async def _sees_nothing_personal(page: Page) -> None:
-    await page.wait_for_timeout(3000)  # past the decode calls the UI made
+    await page.wait_for_timeout(1500)  # past the answers to the decode calls the UI made
     shown = await _input_text(page) + await page.inner_text("body")
     assert shown.strip(), "the input card is not there"
     leaked = [value for value in PERSONAL if value in shown]
@@ -270,14 +272,15 @@ async def test_the_page_decodes_nothing_through_another_codec_or_from_another_or
     browser: Browser, make_up: MakeUp, stuck: str
 ) -> None:
     # The UI's codec pointed elsewhere (its Data Encoder setting): the payloads stay sealed.
-    elsewhere = {
-        **UI_SETTINGS,
-        "endpoint": f"{make_up.url('PASSAGE_SIMULATOR_PORT')}/codec",
-        "overrideRemoteCodecConfiguration": True,
-    }
+    other_codec = f"{make_up.url('PASSAGE_SIMULATOR_PORT')}/codec"
+    elsewhere = {**UI_SETTINGS, "endpoint": other_codec, "overrideRemoteCodecConfiguration": True}
     async with _context(browser, elsewhere) as context:
         page = await context.new_page()
-        await _open_stuck_booking(page, make_up, stuck)
+        async with page.expect_request(
+            lambda request: _decodes(request) and request.url.startswith(other_codec),
+            timeout=60_000,
+        ):
+            await _open_stuck_booking(page, make_up, stuck)
         await _sees_nothing_personal(page)
 
     # The UI's own decode calls, sent as if from another origin: refused, nothing decoded.
@@ -298,6 +301,10 @@ async def test_the_page_decodes_nothing_through_another_codec_or_from_another_or
 
         await page.route("**/codec/decode*", from_elsewhere)
         await _open_stuck_booking(page, make_up, stuck)
+        deadline = time.monotonic() + 60
+        while not refused:
+            assert time.monotonic() < deadline, "the UI made no decode call"
+            await asyncio.sleep(0.2)
         await _sees_nothing_personal(page)
         assert refused and set(refused) == {403}, refused
 

@@ -26,6 +26,7 @@ import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from google.protobuf import json_format
+from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.converter import default
 
@@ -251,3 +252,8 @@ async def test_in_production_only_a_valid_access_token_or_a_staff_key_decodes(
     async with api(production(engine_settings, idp, discover=True), engine_client) as app:
         token = idp.token(sub=f"operator-{uuid.uuid4().hex[:6]}")
         assert opened(await decode(app, sealed, Origin=UI_ORIGIN, Authorization=f"Bearer {token}"))
+
+
+def test_an_issuer_without_an_audience_is_refused() -> None:
+    with pytest.raises(ValidationError, match="PASSAGE_CODEC_OIDC_AUDIENCE"):
+        Settings(env=Environment.DEVELOPMENT, codec_oidc_issuer="https://id.example/realms/ops")
