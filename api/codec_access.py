@@ -13,7 +13,7 @@ token as `Authorization: Bearer`); it cannot send a staff key. So a caller is ad
    and whoever runs programs on the machine can read `.passage/codec_key` anyway.
 
 A browser request from any other origin is refused (403) whatever it carries, and CORS
-(`codec_cors`) lets exactly the UI's origins read the answers.
+(`CodecCors`) lets exactly the UI's origins read the answers.
 """
 
 from __future__ import annotations
