@@ -16,12 +16,12 @@ from typing import cast
 
 import structlog
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from activities.adapters.sql_store import SqlBookingStore, make_engine
 from api import errors
+from api.codec_access import CodecAccess, CodecCors
 from api.deps import ApiState, TemporalNotConnected
 from api.events import BookingWatcher, PostgresChangeListener
 from api.limits import BodySizeLimit
@@ -44,7 +44,8 @@ Passage books multi-supplier trips as one durable Temporal saga per booking.
   (`/bookings/{id}/events`, Server-Sent Events), cancel it or answer a price change.
 * **Reference checkout page** (`/checkout`, only where `PASSAGE_CHECKOUT_ENABLED` is on, as under
   `make up`): a page built on the endpoints above, and the offer list it shows.
-* **Staff** (`/admin/bookings`, `/codec`): `Authorization: Bearer <staff key>`.
+* **Staff** (`/admin/bookings`, `/codec`): `Authorization: Bearer <staff key>`; the codec also
+  admits the Temporal Web UI's operators (their OIDC access token; in development the UI's origin).
 * **Stripe** (`/webhooks/stripe`): signed events only.
 
 Every error has one shape: `{"error": {"code", "message", "fields"?}}`.
@@ -75,13 +76,7 @@ def create_app(
     )
     errors.install(app)
     app.add_middleware(BodySizeLimit)
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.codec_cors_origin_list,
-        allow_methods=["GET", "POST"],
-        allow_headers=["Authorization", "Content-Type", "X-Namespace"],
-        allow_credentials=True,
-    )
+    app.add_middleware(CodecCors, origins=settings.codec_cors_origin_list)
     routers = [bookings.router, booking_events.router, admin.router, webhooks.router]
     routers += [codec.router, health.router]
     if settings.checkout_enabled:
@@ -119,6 +114,7 @@ def _lifespan(
             events=BookingWatcher(store, settings.events_poll_seconds),
         )
         app.state.passage = state
+        app.state.codec_access = CodecAccess(settings)
         listener = None
         if engine.dialect.name == "postgresql":
             listener = PostgresChangeListener(settings.database_url, state.events)

@@ -493,6 +493,8 @@ class DevStack:
             "--ip", ep.host,
             "--port", str(ep.temporal_port),
             "--ui-port", str(ep.temporal_ui_port),
+            # The UI decodes payloads through the API (api/codec_access.py admits its origin).
+            "--ui-codec-endpoint", f"{ep.api_url}/codec",
             "--db-filename", str(self.state_dir / "temporal.db"),
             "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true",
             *TEMPORAL_TUNING,

@@ -214,7 +214,15 @@ class Settings(BaseSettings):
     `openssl rand -hex 32`)."""
     codec_cors_origins: str = "http://127.0.0.1:8233,http://localhost:8233"
     """Comma-separated origins allowed to call the API's codec endpoint (the Temporal Web UI);
-    empty: none."""
+    empty: none. In development a request from one of them on loopback may decode."""
+    codec_oidc_issuer: str = ""
+    """Issuer (`iss`) of the OIDC access tokens the Temporal Web UI forwards to the codec endpoint
+    (`TEMPORAL_CODEC_PASS_ACCESS_TOKEN=true`); empty: no token is accepted, only staff keys."""
+    codec_oidc_audience: str = ""
+    """Audience (`aud`) those access tokens must name (required with the issuer)."""
+    codec_oidc_jwks_url: str = ""
+    """The identity provider's signing keys (JWKS); empty: discovered from the issuer's
+    `/.well-known/openid-configuration`."""
 
     log_level: str = "INFO"
     """Log level of every process: `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`."""
@@ -318,6 +326,20 @@ class Settings(BaseSettings):
                     "e.g. http://localhost:8080"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _an_oidc_issuer_with_its_audience(self) -> Self:
+        if self.codec_oidc_issuer.strip() and not self.codec_oidc_audience.strip():
+            raise ValueError(
+                "PASSAGE_CODEC_OIDC_AUDIENCE must be set with PASSAGE_CODEC_OIDC_ISSUER (a token "
+                "issued for another application must not open the codec)"
+            )
+        return self
+
+    @field_validator("codec_oidc_jwks_url")
+    @classmethod
+    def _a_jwks_url(cls, value: str) -> str:
+        return _an_http_url(value.strip()) if value.strip() else ""
 
     @field_validator("stripe_publishable_key")
     @classmethod
