@@ -16,12 +16,12 @@ from typing import cast
 
 import structlog
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from activities.adapters.sql_store import SqlBookingStore, make_engine
 from api import errors
+from api.codec_access import CodecAccess, CodecCors
 from api.deps import ApiState, TemporalNotConnected
 from api.events import BookingWatcher, PostgresChangeListener
 from api.limits import BodySizeLimit
@@ -31,6 +31,7 @@ from passage.bookings import BookingKeys, BookingService
 from passage.codec import LedgerCipher
 from passage.settings import Settings
 from passage.temporal import connect, data_converter
+from passage.tracing import API_SERVICE, Tracing, tracing_for
 from passage.webhook_events import SqlProcessedWebhookEvents
 
 log = structlog.get_logger("passage.api")
@@ -43,7 +44,8 @@ Passage books multi-supplier trips as one durable Temporal saga per booking.
   (`/bookings/{id}/events`, Server-Sent Events), cancel it or answer a price change.
 * **Reference checkout page** (`/checkout`, only where `PASSAGE_CHECKOUT_ENABLED` is on, as under
   `make up`): a page built on the endpoints above, and the offer list it shows.
-* **Staff** (`/admin/bookings`, `/codec`): `Authorization: Bearer <staff key>`.
+* **Staff** (`/admin/bookings`, `/codec`): `Authorization: Bearer <staff key>`; the codec also
+  admits the Temporal Web UI's operators (their OIDC access token; in development the UI's origin).
 * **Stripe** (`/webhooks/stripe`): signed events only.
 
 Every error has one shape: `{"error": {"code", "message", "fields"?}}`.
@@ -55,39 +57,39 @@ def create_app(
     *,
     client: Client | None = None,
     clock: Clock = time.monotonic,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     """The API. `settings` default to the environment; `client` is connected on start if None.
 
     `clock` (monotonic seconds) drives the rate limits; tests pass one they can move.
+    `tracing` defaults to PASSAGE_OTLP_ENDPOINT's (passage/tracing.py); a given `client` should
+    have been connected with the same.
     """
     settings = settings or Settings()
+    tracing = tracing or tracing_for(settings, API_SERVICE)
     app = FastAPI(
         title="Passage",
         version="1.0.0",
         summary="Booking orchestration: checkout, staff and webhook API",
         description=DESCRIPTION,
-        lifespan=_lifespan(settings, client, clock),
+        lifespan=_lifespan(settings, client, clock, tracing),
     )
     errors.install(app)
     app.add_middleware(BodySizeLimit)
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.codec_cors_origin_list,
-        allow_methods=["GET", "POST"],
-        allow_headers=["Authorization", "Content-Type", "X-Namespace"],
-        allow_credentials=True,
-    )
+    app.add_middleware(CodecCors, origins=settings.codec_cors_origin_list)
     routers = [bookings.router, booking_events.router, admin.router, webhooks.router]
     routers += [codec.router, health.router]
     if settings.checkout_enabled:
         routers.append(checkout.router)
     for router in routers:
         app.include_router(router)
+    if tracing is not None:
+        tracing.instrument_api(app)
     return app
 
 
 def _lifespan(
-    settings: Settings, client: Client | None, clock: Clock
+    settings: Settings, client: Client | None, clock: Clock, tracing: Tracing | None
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -114,6 +116,7 @@ def _lifespan(
             events=BookingWatcher(store, settings.events_poll_seconds),
         )
         app.state.passage = state
+        app.state.codec_access = CodecAccess(settings)
         listener = None
         if engine.dialect.name == "postgresql":
             listener = PostgresChangeListener(settings.database_url, state.events)
@@ -124,7 +127,7 @@ def _lifespan(
         else:
             # Serve at once (healthz, readyz 503) and connect in the background: `make up` may
             # start the API before Temporal answers.
-            connecting = asyncio.create_task(_connect(state))
+            connecting = asyncio.create_task(_connect(state, tracing))
         try:
             yield
         finally:
@@ -136,18 +139,20 @@ def _lifespan(
                 await listener.close()
             await state.events.close()
             engine.dispose()
+            if tracing is not None:
+                tracing.flush()
 
     return lifespan
 
 
-async def _connect(state: ApiState) -> None:
+async def _connect(state: ApiState, tracing: Tracing | None) -> None:
     settings = state.settings
     async for attempt in AsyncRetrying(
         wait=wait_exponential(multiplier=0.2, max=5), retry=retry_if_exception_type(Exception)
     ):
         with attempt:
             try:
-                client = await connect(settings)
+                client = await connect(settings, tracing)
             except Exception as err:
                 log.warning(
                     "waiting for Temporal", address=settings.temporal_address, error=str(err)

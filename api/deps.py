@@ -142,15 +142,22 @@ def get_staff(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_staff_bearer)],
 ) -> Staff:
     """The operator behind a staff key; anything else (a customer token, nothing) is 401."""
-    presented = "" if credentials is None else credentials.credentials
+    staff = staff_for_key(settings, "" if credentials is None else credentials.credentials)
+    if staff is None:
+        raise ApiError(
+            401, "a staff key is required", headers={"WWW-Authenticate": 'Bearer realm="staff"'}
+        )
+    return staff
+
+
+def staff_for_key(settings: Settings, presented: str) -> Staff | None:
+    """The operator whose staff key `presented` is, or None."""
     # Compared against every key, in constant time, so timing reveals nothing about the keys.
     matched = False
     for key in settings.staff_key_set:
         matched |= hmac.compare_digest(presented.encode(), key.encode())
     if not presented or not matched:
-        raise ApiError(
-            401, "a staff key is required", headers={"WWW-Authenticate": 'Bearer realm="staff"'}
-        )
+        return None
     return Staff(hashlib.sha256(presented.encode()).hexdigest()[:8])
 
 

@@ -59,6 +59,24 @@ PLACEHOLDERS = frozenset(
     | {"whsec_changeme", "whsec_...", "whsec_xxx"}
     | set(DEV_SECRETS.values())
 )
+#: How the templates' placeholders begin (`.env.example`: `change-me-...`, `sk_test_change-me`).
+PLACEHOLDER_PREFIXES = ("change-me", "changeme", "change_me", "replace-me", "replace_me")
+#: The prefixes real keys carry, stripped before the placeholder test (`whsec_change-me`).
+_KEY_PREFIXES = re.compile(r"^(sk_live_|sk_test_|rk_live_|rk_test_|whsec_|staff_)")
+
+
+def is_placeholder(value: str) -> bool:
+    """Whether `value` is a template's stand-in rather than a secret (blank counts as one)."""
+    text = value.strip().lower()
+    bare = _KEY_PREFIXES.sub("", text)
+    return (
+        not bare
+        or text in PLACEHOLDERS
+        or bare in PLACEHOLDERS
+        or bare.startswith(PLACEHOLDER_PREFIXES)
+    )
+
+
 #: The root of the ledger's keys in development when PASSAGE_CODEC_KEY is unset (payloads then
 #: stay unencrypted, as before); outside development the codec key is required instead.
 DEV_LEDGER_KEY = base64.urlsafe_b64encode(
@@ -199,10 +217,22 @@ class Settings(BaseSettings):
     `openssl rand -hex 32`)."""
     codec_cors_origins: str = "http://127.0.0.1:8233,http://localhost:8233"
     """Comma-separated origins allowed to call the API's codec endpoint (the Temporal Web UI);
-    empty: none."""
+    empty: none. In development a request from one of them on loopback may decode."""
+    codec_oidc_issuer: str = ""
+    """Issuer (`iss`) of the OIDC access tokens the Temporal Web UI forwards to the codec endpoint
+    (`TEMPORAL_CODEC_PASS_ACCESS_TOKEN=true`); empty: no token is accepted, only staff keys."""
+    codec_oidc_audience: str = ""
+    """Audience (`aud`) those access tokens must name (required with the issuer)."""
+    codec_oidc_jwks_url: str = ""
+    """The identity provider's signing keys (JWKS); empty: discovered from the issuer's
+    `/.well-known/openid-configuration`."""
 
     log_level: str = "INFO"
     """Log level of every process: `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`."""
+    otlp_endpoint: str = ""
+    """OpenTelemetry traces: base URL of an OTLP/HTTP receiver (e.g. `http://otel-collector:4318`;
+    spans go to `<it>/v1/traces`), to which the API and the worker export their spans; empty:
+    no tracing at all."""
 
     worker_health_host: str = "127.0.0.1"
     """Address of the worker's health endpoint."""
@@ -271,6 +301,18 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return level
 
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _an_otlp_endpoint(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if value.strip() and (
+            parts.scheme not in ("http", "https") or not parts.netloc or parts.query
+        ):
+            raise ValueError(
+                "PASSAGE_OTLP_ENDPOINT must be an http(s) URL, e.g. http://otel-collector:4318"
+            )
+        return value.strip()
+
     @field_validator("codec_cors_origins")
     @classmethod
     def _origins(cls, value: str) -> str:
@@ -288,6 +330,20 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @model_validator(mode="after")
+    def _an_oidc_issuer_with_its_audience(self) -> Self:
+        if self.codec_oidc_issuer.strip() and not self.codec_oidc_audience.strip():
+            raise ValueError(
+                "PASSAGE_CODEC_OIDC_AUDIENCE must be set with PASSAGE_CODEC_OIDC_ISSUER (a token "
+                "issued for another application must not open the codec)"
+            )
+        return self
+
+    @field_validator("codec_oidc_jwks_url")
+    @classmethod
+    def _a_jwks_url(cls, value: str) -> str:
+        return _an_http_url(value.strip()) if value.strip() else ""
+
     @field_validator("stripe_publishable_key")
     @classmethod
     def _publishable(cls, value: str) -> str:
@@ -298,7 +354,7 @@ class Settings(BaseSettings):
     @field_validator("stripe_api_key")
     @classmethod
     def _not_a_placeholder(cls, value: str) -> str:
-        if value.strip() in ("", "changeme", "sk_live_changeme"):
+        if is_placeholder(value):
             raise ValueError("PASSAGE_STRIPE_API_KEY is a placeholder")
         return value
 
@@ -343,9 +399,7 @@ class Settings(BaseSettings):
         refused = [
             variable
             for name, variable in _VARIABLES.items()
-            if name in needs
-            and name != "database_url"
-            and getattr(self, name).strip().lower() in PLACEHOLDERS | {""}
+            if name in needs and name != "database_url" and is_placeholder(getattr(self, name))
         ]
         # Optional secrets: unset is fine, a placeholder is not.
         optional = {
@@ -355,11 +409,11 @@ class Settings(BaseSettings):
         refused += [
             variable
             for variable, values in optional.items()
-            if any(value.strip().lower() in PLACEHOLDERS for value in values if value.strip())
+            if any(is_placeholder(value) for value in values if value.strip())
         ]
         problems = []
         password = _password(self.database_url)
-        if password is not None and password.strip().lower() in PLACEHOLDERS:
+        if password and is_placeholder(password):
             problems.append(
                 "DATABASE_URL has a placeholder password (docker-compose: POSTGRES_PASSWORD)"
             )
@@ -449,6 +503,11 @@ def variable(field: str) -> str:
 def _a_codec_key(value: str, variable: str) -> str:
     """`value` stripped, if it is empty or a codec key; the message names `variable`, never the
     value."""
+    if value.strip() and is_placeholder(value):
+        raise ValueError(
+            f"{variable} is a placeholder: generate a key with "
+            "python -c 'from passage.codec import new_key; print(new_key())'"
+        )
     if value.strip():
         try:
             size = len(base64.urlsafe_b64decode(value.strip()))

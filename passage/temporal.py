@@ -8,6 +8,7 @@ client's options and reads the certificate files.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from temporalio.client import Client
 from temporalio.converter import DataConverter, default
@@ -16,6 +17,9 @@ from temporalio.envconfig import ClientConfigProfile, ClientConfigTLS, ClientCon
 from passage.codec import EncryptionCodec
 from passage.settings import Settings
 from passage.type_hints import cache_dataclass_type_hints
+
+if TYPE_CHECKING:
+    from passage.tracing import Tracing
 
 cache_dataclass_type_hints()
 
@@ -57,5 +61,10 @@ def connect_config(settings: Settings) -> ClientConnectConfig:
     return profile.to_client_connect_config()
 
 
-async def connect(settings: Settings) -> Client:
-    return await Client.connect(**connect_config(settings), data_converter=data_converter(settings))
+async def connect(settings: Settings, tracing: Tracing | None = None) -> Client:
+    """A client; with `tracing` (passage/tracing.py), its calls and its workers trace."""
+    return await Client.connect(
+        **connect_config(settings),
+        data_converter=data_converter(settings),
+        interceptors=[] if tracing is None else tracing.temporal_interceptors(),
+    )

@@ -1,8 +1,8 @@
 """Temporal's remote codec protocol, so authorized operators see payloads decoded in the Web UI.
 
 `POST /codec/encode` and `/codec/decode` take and return `{"payloads": [...]}` with each payload
-in protobuf JSON (base64 `metadata` values and `data`). Staff key required; CORS lets the UI's
-origin call it (see `api.app`).
+in protobuf JSON (base64 `metadata` values and `data`). Who may call them (the Web UI's operators,
+staff) is `api.codec_access`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from fastapi import APIRouter, Header
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload
 
-from api.deps import CodecDep, StaffDep
+from api.codec_access import CodecCallerDep
+from api.deps import CodecDep
 from api.errors import ApiError, error_responses
 from api.schemas import CodecPayloads
 
@@ -30,10 +31,10 @@ NamespaceHeader = Annotated[
     "/encode",
     response_model=CodecPayloads,
     summary="Encode payloads with the payload codec",
-    responses=error_responses(400, 401, 413, 422),
+    responses=error_responses(400, 401, 403, 413, 422, 503),
 )
 async def encode(
-    body: CodecPayloads, staff: StaffDep, codec: CodecDep, namespace: NamespaceHeader = None
+    body: CodecPayloads, caller: CodecCallerDep, codec: CodecDep, namespace: NamespaceHeader = None
 ) -> CodecPayloads:
     """Encrypt payloads as the worker would (identity when no codec key is configured)."""
     return await _apply(body, None if codec is None else codec.encode)
@@ -43,10 +44,10 @@ async def encode(
     "/decode",
     response_model=CodecPayloads,
     summary="Decode payloads with the payload codec",
-    responses=error_responses(400, 401, 413, 422),
+    responses=error_responses(400, 401, 403, 413, 422, 503),
 )
 async def decode(
-    body: CodecPayloads, staff: StaffDep, codec: CodecDep, namespace: NamespaceHeader = None
+    body: CodecPayloads, caller: CodecCallerDep, codec: CodecDep, namespace: NamespaceHeader = None
 ) -> CodecPayloads:
     """Decrypt payloads for the Temporal Web UI or CLI (`--codec-endpoint`, `--codec-auth`)."""
     return await _apply(body, None if codec is None else codec.decode)
