@@ -27,7 +27,7 @@ from activities.suppliers import SupplierActivities
 from passage import logs, migrate, worker_health
 from passage.codec import LedgerCipher
 from passage.settings import WORKER_NEEDS, Settings
-from passage.temporal import connect
+from passage.temporal import connect, worker_runtime
 from passage.tuning import WORKER_OPTIONS
 from workflows.booking import BookingWorkflow
 
@@ -62,6 +62,7 @@ async def booking_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
                 payments.refund_payment,
                 records.record_booking,
             ],
+            interceptors=[logs.ActivityLogContext()],
             **WORKER_OPTIONS,
         )
         try:
@@ -75,7 +76,7 @@ async def booking_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
 async def serve(settings: Settings) -> None:
     """Apply pending ledger migrations, then poll until SIGINT or SIGTERM."""
     migrate.upgrade(settings.database_url, ledger_key=settings.ledger_key)
-    client = await connect(settings)
+    client = await connect(settings, runtime=worker_runtime(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -94,6 +95,7 @@ async def serve(settings: Settings) -> None:
             task_queue=settings.task_queue,
             temporal=settings.temporal_address,
             health_port=settings.worker_health_port,
+            metrics_address=settings.worker_metrics_address,
         )
         await stop.wait()
     log.info("worker stopped")
@@ -101,7 +103,7 @@ async def serve(settings: Settings) -> None:
 
 def main() -> None:
     settings = Settings.for_process("the worker", WORKER_NEEDS)
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, json=settings.log_json)
     asyncio.run(serve(settings))
     sys.stdout.flush()
     sys.stderr.flush()

@@ -21,7 +21,7 @@ from temporalio.client import Client
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from activities.adapters.sql_store import SqlBookingStore, make_engine
-from api import errors
+from api import errors, metrics, request_ids
 from api.deps import ApiState, TemporalNotConnected
 from api.events import BookingWatcher, PostgresChangeListener
 from api.limits import BodySizeLimit
@@ -83,6 +83,8 @@ def create_app(
         routers.append(checkout.router)
     for router in routers:
         app.include_router(router)
+    metrics.install(app)
+    app.add_middleware(request_ids.RequestIds, routes_of=app)  # outermost: every line has the id
     return app
 
 

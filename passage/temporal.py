@@ -12,6 +12,7 @@ import dataclasses
 from temporalio.client import Client
 from temporalio.converter import DataConverter, default
 from temporalio.envconfig import ClientConfigProfile, ClientConfigTLS, ClientConnectConfig
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from passage.codec import EncryptionCodec
 from passage.settings import Settings
@@ -54,5 +55,17 @@ def connect_config(settings: Settings) -> ClientConnectConfig:
     return profile.to_client_connect_config()
 
 
-async def connect(settings: Settings) -> Client:
-    return await Client.connect(**connect_config(settings), data_converter=data_converter(settings))
+def worker_runtime(settings: Settings) -> Runtime | None:
+    """A Temporal runtime whose SDK metrics (workflow task latency, activity failures, polls...)
+    Prometheus scrapes at PASSAGE_WORKER_METRICS_ADDRESS; None (the default runtime, no
+    endpoint) when it is unset. One per worker process: the address is bound when it is made."""
+    if settings.worker_metrics_address is None:
+        return None
+    prometheus = PrometheusConfig(bind_address=settings.worker_metrics_address)
+    return Runtime(telemetry=TelemetryConfig(metrics=prometheus))
+
+
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    return await Client.connect(
+        **connect_config(settings), data_converter=data_converter(settings), runtime=runtime
+    )
