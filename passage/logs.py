@@ -29,6 +29,8 @@ LOGGED_QUERY_PARAMS = frozenset(
 REDACTED = "REDACTED"
 #: Workflow id = `booking-<booking_id>`: the booking id of a workflow's or activity's line.
 WORKFLOW_ID_PREFIX = workflow_id_for("")
+#: The `extra` key whose dict a workflow's `workflow.logger` call adds as fields of its line.
+WORKFLOW_FIELDS_EXTRA = "passage"
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-\[\]]{0,63}")
 
 
@@ -98,9 +100,14 @@ def temporal_ids(
     `temporal_workflow` / `temporal_activity`), as the same fields the activities bind.
 
     `workflow.logger` is replay-safe (quiet while a history replays); its records carry the
-    workflow's ids, and the booking id is the workflow id's tail (`booking-<booking_id>`).
+    workflow's ids, and the booking id is the workflow id's tail (`booking-<booking_id>`). A
+    workflow's own fields come in the WORKFLOW_FIELDS_EXTRA dict (`extra={"passage": {...}}`).
     """
     record = event.get("_record")
+    fields = getattr(record, WORKFLOW_FIELDS_EXTRA, None)
+    if isinstance(fields, dict):
+        for name, value in fields.items():
+            event.setdefault(str(name), str(value))
     info = getattr(record, "temporal_workflow", None) or getattr(record, "temporal_activity", None)
     if isinstance(info, dict):
         workflow_id = info.get("workflow_id")
