@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import cast
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
@@ -67,6 +67,7 @@ def create_app(
         summary="Booking orchestration: checkout, staff and webhook API",
         description=DESCRIPTION,
         lifespan=_lifespan(settings, client, clock),
+        dependencies=[Depends(request_ids.bind_path_booking_id)],
     )
     errors.install(app)
     app.add_middleware(BodySizeLimit)
@@ -84,7 +85,7 @@ def create_app(
     for router in routers:
         app.include_router(router)
     metrics.install(app)
-    app.add_middleware(request_ids.RequestIds, routes_of=app)  # outermost: every line has the id
+    app.add_middleware(request_ids.RequestIds)  # outermost: every line has the id
     return app
 
 

@@ -13,7 +13,7 @@ import re
 import uuid
 
 import structlog
-from starlette.routing import Match
+from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from passage.bookings import BOOKING_ID
@@ -34,35 +34,17 @@ def request_id_of(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
-def booking_id_of(app: ASGIApp, scope: Scope) -> str | None:
-    """The `{booking_id}` path parameter of the route `scope` goes to, if it has one."""
-    for route in getattr(getattr(app, "router", None), "routes", ()):
-        match, child = route.matches(scope)
-        if match == Match.FULL:
-            booking_id = child.get("path_params", {}).get("booking_id")
-            # Only the shape of an id: a path is the caller's text and may be anything.
-            if isinstance(booking_id, str) and BOOKING_ID.fullmatch(booking_id):
-                return booking_id
-            return None
-    return None
-
-
 class RequestIds:
     """Binds `request_id` (and `booking_id`) for the request and echoes `X-Request-ID`."""
 
-    def __init__(self, app: ASGIApp, routes_of: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.routes_of = routes_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request_id = request_id_of(scope)
-        ids = {"request_id": request_id}
-        booking_id = booking_id_of(self.routes_of, scope)
-        if booking_id is not None:
-            ids["booking_id"] = booking_id
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -70,12 +52,22 @@ class RequestIds:
                 message = {**message, "headers": [*headers, (HEADER.encode(), request_id.encode())]}
             await send(message)
 
-        tokens = structlog.contextvars.bind_contextvars(**ids)
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
         await self.app(scope, receive, send_with_id)
         # Unbound only after a normal end: when the app raises, the error handler outside this
         # middleware logs the failure in this same context, so its line keeps the ids (the
         # context ends with the request's task).
         structlog.contextvars.reset_contextvars(**tokens)
+        structlog.contextvars.unbind_contextvars("booking_id")
+
+
+async def bind_path_booking_id(request: Request) -> None:
+    """App dependency: the `{booking_id}` of the route's path, when it has the shape of one (a
+    path is the caller's text and may be anything). Async, so the binding is made in the
+    request's own context (a sync dependency would run in a thread's copy of it)."""
+    booking_id = request.path_params.get("booking_id")
+    if isinstance(booking_id, str) and BOOKING_ID.fullmatch(booking_id):
+        bind_booking_id(booking_id)
 
 
 def bind_booking_id(booking_id: str) -> None:

@@ -17,7 +17,7 @@ from urllib.parse import unquote_plus
 
 import structlog
 import temporalio.worker
-from temporalio import activity
+from temporalio import activity, workflow
 
 from workflows.model import workflow_id_for
 
@@ -71,6 +71,10 @@ def configure(level: str = "INFO", *, json: bool = True) -> None:
         )
     )
     root.addHandler(handler)
+    # The SDK's loggers put their ids on the record (`temporal_ids` makes them fields), so the
+    # copy they would append to each message is left out.
+    workflow.logger.workflow_info_on_message = False
+    activity.logger.activity_info_on_message = False
     # uvicorn configures its loggers after this, but keeps the logger objects and their filters.
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, RedactQueryValues) for f in access.filters):

@@ -50,6 +50,7 @@ def process_environ(settings: Settings, **overrides: str) -> dict[str, str]:
         value = getattr(settings, name)
         if value is not None:
             environ[variable(name)] = str(value)
+    environ["PYTHONUNBUFFERED"] = "1"  # every line in the log file as it is written
     environ.update(overrides)
     return environ
 
