@@ -7,6 +7,8 @@ PASSAGE_WORKER_METRICS_ADDRESS.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from tests.support.engine_processes import engine_processes
 from tests.support.simulator import SimulatorControl
 from tests.support.stripe import CARD_OK, StripeHarness
 
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "passage.json"
+METRIC_NAME = re.compile(r"\b(?:passage|temporal)_[a-z_]+")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -30,6 +34,13 @@ def samples(text: str) -> Samples:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def dashboard_metrics() -> set[str]:
+    """The metric names in docs/grafana/passage.json's queries."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    return {name for expr in exprs for name in METRIC_NAME.findall(expr)}
 
 
 def value(scraped: Samples, name: str, **labels: str) -> float:
@@ -98,3 +109,8 @@ async def test_a_booking_shows_in_the_api_and_worker_metrics(
         assert "\ntemporal_request{" in worker_text, sorted(names)  # counters: no _total here
         assert any(name.startswith("temporal_activity_execution_latency") for name in names)
         assert any(name.startswith("temporal_workflow_task_execution_latency") for name in names)
+
+        # Every series the Grafana dashboard queries is one these endpoints serve (the failure
+        # counter only once an activity failed).
+        for metric in dashboard_metrics() - {"temporal_activity_execution_failed"}:
+            assert metric in (worker_text if metric.startswith("temporal_") else text), metric

@@ -51,7 +51,7 @@ def test_a_workflow_loggers_record_is_a_json_line_with_the_workflows_ids(
 def test_console_lines_are_for_people(capsys: pytest.CaptureFixture[str]) -> None:
     logs.configure("INFO", json=False)
     structlog.get_logger("test").info("supplier.held", booking_id="bk_console")
-    logging.getLogger("uvicorn.error").info("Application startup complete.")
+    logging.getLogger("passage.test.stdlib").info("Application startup complete.")
     out = capsys.readouterr().out
     assert "supplier.held" in out and "bk_console" in out
     assert "Application startup complete." in out
