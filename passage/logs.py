@@ -44,7 +44,8 @@ def configure(level: str = "INFO", *, json: bool = True) -> None:
     rendering: list[structlog.types.Processor] = (
         [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
         if json
-        else [structlog.dev.ConsoleRenderer()]
+        # Colours only on a terminal: `make up` writes each process's lines to a file.
+        else [structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())]
     )
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
