@@ -18,6 +18,10 @@ def app_with_metrics() -> tuple[FastAPI, metrics.RequestMetrics]:
     async def read(booking_id: str) -> dict[str, str]:
         return {"booking_id": booking_id}
 
+    @app.post("/bookings/{booking_id}/cancel")
+    async def fail(booking_id: str) -> None:
+        raise RuntimeError("a bug")
+
     @app.post("/bookings", status_code=202)
     async def create() -> dict[str, str]:
         return {}
@@ -31,8 +35,10 @@ def app_with_metrics() -> tuple[FastAPI, metrics.RequestMetrics]:
 async def test_requests_are_counted_by_route_template_and_status() -> None:
     app, request_metrics = app_with_metrics()
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://passage.test"
+        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+        base_url="http://passage.test",
     ) as http:
+        assert (await http.post("/bookings/bk_one/cancel")).status_code == 500
         for booking_id in ("bk_one", "bk_two", "bk_three"):
             assert (await http.get(f"/bookings/{booking_id}")).status_code == 200
         assert (await http.post("/bookings")).status_code == 202
@@ -42,6 +48,8 @@ async def test_requests_are_counted_by_route_template_and_status() -> None:
     assert f"passage_http_requests_total{{{read}}} 3.0" in text
     assert f"passage_http_request_duration_seconds_count{{{read}}} 3.0" in text
     assert 'passage_http_requests_total{method="POST",route="/bookings",status="202"} 1.0' in text
+    failed = 'method="POST",route="/bookings/{booking_id}/cancel",status="500"'
+    assert f"passage_http_requests_total{{{failed}}} 1.0" in text
     unmatched = f'method="GET",route="{metrics.UNMATCHED}",status="404"'
     assert f"passage_http_requests_total{{{unmatched}}} 1.0" in text
     assert "bk_" not in text
