@@ -28,6 +28,7 @@ from passage import logs, migrate, worker_health
 from passage.codec import LedgerCipher
 from passage.settings import WORKER_NEEDS, Settings
 from passage.temporal import connect, worker_runtime
+from passage.tracing import WORKER_SERVICE, Tracing, tracing_for
 from passage.tuning import WORKER_OPTIONS
 from workflows.booking import BookingWorkflow
 
@@ -35,13 +36,20 @@ log = structlog.get_logger("passage.worker")
 
 
 @contextlib.asynccontextmanager
-async def booking_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
-    """A worker with the real adapters, running until the context exits."""
+async def booking_worker(
+    client: Client, settings: Settings, tracing: Tracing | None = None
+) -> AsyncIterator[Worker]:
+    """A worker with the real adapters, running until the context exits.
+
+    `tracing` traces the supplier calls; the workflow and activity spans come from `client`'s.
+    """
     engine = make_engine(settings.database_url)
     gateway = StripePaymentGateway.from_settings(settings)
     async with httpx.AsyncClient(
         base_url=settings.supplier_url, timeout=settings.supplier_timeout_seconds
     ) as http:
+        if tracing is not None:
+            tracing.instrument_http(http)
         suppliers = SupplierActivities(HttpSupplierClient(http))
         payments = PaymentActivities(gateway)
         records = RecordActivities(SqlBookingStore(engine, LedgerCipher(settings.ledger_key)))
@@ -74,14 +82,21 @@ async def booking_worker(client: Client, settings: Settings) -> AsyncIterator[Wo
 
 
 async def serve(settings: Settings) -> None:
-    """Apply pending ledger migrations, then poll until SIGINT or SIGTERM."""
+    """Apply pending ledger migrations, then poll until SIGINT or SIGTERM.
+
+    Raises the worker's fatal error if it has one (`main` logs it and exits 1).
+    """
     migrate.upgrade(settings.database_url, ledger_key=settings.ledger_key)
-    client = await connect(settings, runtime=worker_runtime(settings))
+    tracing = tracing_for(settings, WORKER_SERVICE)
+    client = await connect(settings, tracing, runtime=worker_runtime(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with booking_worker(client, settings) as worker, contextlib.AsyncExitStack() as health:
+    async with (
+        booking_worker(client, settings, tracing) as worker,
+        contextlib.AsyncExitStack() as health,
+    ):
         if settings.worker_health_port is not None:
             health.enter_context(
                 worker_health.serving(
@@ -98,16 +113,26 @@ async def serve(settings: Settings) -> None:
             metrics_address=settings.worker_metrics_address,
         )
         await stop.wait()
+    if tracing is not None:
+        tracing.flush()
     log.info("worker stopped")
 
 
 def main() -> None:
     settings = Settings.for_process("the worker", WORKER_NEEDS)
     logs.configure(settings.log_level, json=settings.log_json)
-    asyncio.run(serve(settings))
+    code = 0
+    try:
+        asyncio.run(serve(settings))
+    except Exception:
+        # A fatal worker error (the server refused it, its pollers failed for good) leaves a
+        # process that polls nothing: exit, so a supervisor sees it and starts a fresh one.
+        # `async with Worker` raises the error out of `serve` (the SDK cancels the block).
+        log.exception("worker failed", task_queue=settings.task_queue)
+        code = 1
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)  # sdk-python issue 300: avoid a crash at interpreter exit
+    os._exit(code)  # sdk-python issue 300: avoid a crash at interpreter exit
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ class PaymentGateway(Protocol):
 class BookingStore(Protocol):
     """The durable ledger of bookings: written by the record activity, read by the API."""
 
-    async def record(self, snapshot: RecordBookingInput) -> None: ...
+    async def record(self, snapshot: RecordBookingInput, run_id: str | None = None) -> None:
+        """`run_id`: the workflow run that sent it (a reset's new run supersedes the old one)."""
 
     async def get_view(self, booking_id: str) -> BookingView | None: ...

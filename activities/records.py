@@ -27,7 +27,7 @@ class RecordActivities:
     async def record_booking(self, snapshot: RecordBookingInput) -> None:
         view = snapshot.view
         try:
-            await self._store.record(snapshot)
+            await self._store.record(snapshot, run_id=activity.info().workflow_run_id)
         except ValueError as error:
             raise ApplicationError(
                 f"ledger refused snapshot: {error}",

@@ -31,6 +31,7 @@ from passage.bookings import BookingKeys, BookingService
 from passage.codec import LedgerCipher
 from passage.settings import Settings
 from passage.temporal import connect, data_converter
+from passage.tracing import API_SERVICE, Tracing, tracing_for
 from passage.webhook_events import SqlProcessedWebhookEvents
 
 log = structlog.get_logger("passage.api")
@@ -55,18 +56,22 @@ def create_app(
     *,
     client: Client | None = None,
     clock: Clock = time.monotonic,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     """The API. `settings` default to the environment; `client` is connected on start if None.
 
     `clock` (monotonic seconds) drives the rate limits; tests pass one they can move.
+    `tracing` defaults to PASSAGE_OTLP_ENDPOINT's (passage/tracing.py); a given `client` should
+    have been connected with the same.
     """
     settings = settings or Settings()
+    tracing = tracing or tracing_for(settings, API_SERVICE)
     app = FastAPI(
         title="Passage",
         version="1.0.0",
         summary="Booking orchestration: checkout, staff and webhook API",
         description=DESCRIPTION,
-        lifespan=_lifespan(settings, client, clock),
+        lifespan=_lifespan(settings, client, clock, tracing),
         dependencies=[Depends(request_ids.bind_path_booking_id)],
     )
     errors.install(app)
@@ -84,13 +89,15 @@ def create_app(
         routers.append(checkout.router)
     for router in routers:
         app.include_router(router)
+    if tracing is not None:
+        tracing.instrument_api(app)
     metrics.install(app)
     app.add_middleware(request_ids.RequestIds)  # outermost: every line has the id
     return app
 
 
 def _lifespan(
-    settings: Settings, client: Client | None, clock: Clock
+    settings: Settings, client: Client | None, clock: Clock, tracing: Tracing | None
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -125,7 +132,7 @@ def _lifespan(
         else:
             # Serve at once (healthz, readyz 503) and connect in the background: `make up` may
             # start the API before Temporal answers.
-            connecting = asyncio.create_task(_connect(state))
+            connecting = asyncio.create_task(_connect(state, tracing))
         try:
             yield
         finally:
@@ -137,18 +144,20 @@ def _lifespan(
                 await listener.close()
             await state.events.close()
             engine.dispose()
+            if tracing is not None:
+                tracing.flush()
 
     return lifespan
 
 
-async def _connect(state: ApiState) -> None:
+async def _connect(state: ApiState, tracing: Tracing | None) -> None:
     settings = state.settings
     async for attempt in AsyncRetrying(
         wait=wait_exponential(multiplier=0.2, max=5), retry=retry_if_exception_type(Exception)
     ):
         with attempt:
             try:
-                client = await connect(settings)
+                client = await connect(settings, tracing)
             except Exception as err:
                 log.warning(
                     "waiting for Temporal", address=settings.temporal_address, error=str(err)

@@ -45,6 +45,7 @@ PaymentMethodId = Annotated[
     str, StringConstraints(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_-]+$")
 ]
 Note = Annotated[str, StringConstraints(max_length=1000, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")]
+StepName = Annotated[str, StringConstraints(min_length=1, max_length=120, pattern=r"^[\w ]+$")]
 #: 10^10 minor units per item: far above any trip, far below int64 once summed.
 MAX_AMOUNT_MINOR = 10_000_000_000
 MAX_ITEMS = 10
@@ -256,6 +257,21 @@ class StaffNote(BaseModel):
         json_schema_extra={"examples": [{"note": "supplier confirmed the cancellation by phone"}]},
     )
 
+    note: Note = Field(default="", description="Why; recorded in the audit trail.")
+
+
+class StaffReset(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"to": "CONFIRM it_1", "note": "fixed in 1.4.2"}]},
+    )
+
+    to: StepName | None = Field(
+        default=None,
+        description="The step to go back to: PRICE, HOLD, AUTHORIZE, PAYMENT_ACTION, CONFIRM, "
+        "CAPTURE (or an undo: CANCEL, RELEASE, VOID, REFUND), optionally with an item "
+        "(`CONFIRM it_1`). Default: the forward step whose failure started the undo.",
+    )
     note: Note = Field(default="", description="Why; recorded in the audit trail.")
 
 

@@ -59,12 +59,14 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.adapters.sql_runs import ResetInProgress
 from activities.adapters.sql_store import (
     BookingSummary,
     LedgerStore,
     PersonalData,
     StoredBooking,
 )
+from passage.reset import BookingReset, ResetRefused
 from passage.settings import Settings
 from passage.webhook_events import ProcessedWebhookEvents
 from workflows import search
@@ -402,7 +404,8 @@ class BookingService:
                 raise BookingNotFound(booking_id)
             if _ledger_answers(stored.view):
                 return stored.view
-        return await self.view(await self.find_for_customer(booking_id, access_token))
+        live = await self.view(await self.find_for_customer(booking_id, access_token))
+        return _numbered_as_ledger(live, stored)
 
     async def authorize_customer(self, booking_id: str, access_token: str | None) -> None:
         """BookingNotFound (no hint) unless `access_token` is the booking's token.
@@ -426,7 +429,7 @@ class BookingService:
         stored = await self._stored(booking_id) if is_booking_id(booking_id) else None
         if stored is not None and _ledger_answers(stored.view):
             return stored.view
-        return await self.view(await self.find_for_staff(booking_id))
+        return _numbered_as_ledger(await self.view(await self.find_for_staff(booking_id)), stored)
 
     async def _stored(self, booking_id: str) -> StoredBooking | None:
         """The ledger's record of the booking; None when it has none or cannot answer now."""
@@ -523,6 +526,35 @@ class BookingService:
 
     async def resolve(self, record: BookingRecord, action: StaffAction) -> CommandResult:
         return await self._command(record, BookingWorkflow.resolve, action)
+
+    async def reset(self, booking_id: str, to: str | None, action: StaffAction) -> CommandResult:
+        """Reset the booking's workflow to the task before step `to` (passage/reset.py).
+
+        DONE once the new run has written the ledger (the view shows it), IN_PROGRESS before.
+
+        Raises:
+            BookingNotFound: no such booking.
+            NotApplicable: it cannot be reset (to that step), or another reset is under way.
+        """
+        view = await self.read_for_staff(booking_id)
+        resetter = BookingReset(self._client, self._store, rpc_timeout=self._timeouts.rpc)
+        try:
+            outcome = await resetter.reset(view, to, action.actor, action.note)
+        except ResetRefused as err:
+            raise NotApplicable(err.reason) from err
+        except ResetInProgress as err:
+            raise NotApplicable(
+                f"{booking_id} is being reset already: wait until its new run shows, then "
+                "reset again if needed"
+            ) from err
+        except RPCError as err:
+            if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                raise NotApplicable(f"Temporal refused the reset: {err.message}") from err
+            raise
+        except LookupError as err:
+            raise NotApplicable(f"{booking_id} is not in the ledger yet: nothing to reset") from err
+        answer = UpdateOutcome.DONE if outcome.recorded else UpdateOutcome.IN_PROGRESS
+        return CommandResult(answer, await self.read_for_staff(booking_id))
 
     async def _command(self, record: BookingRecord, update: Any, argument: Any) -> CommandResult:
         """Run a workflow update: rejected by its validator or on a closed booking -> NotApplicable.
@@ -639,6 +671,14 @@ class BookingService:
 def _ledger_answers(view: BookingView) -> bool:
     """Whether the ledger's view is the whole view (3-D Secure's client secret is never in it)."""
     return view.status != BookingStatus.AWAITING_PAYMENT_ACTION
+
+
+def _numbered_as_ledger(live: BookingView, stored: StoredBooking | None) -> BookingView:
+    """A live view of a reset booking with the ledger's trail: the new run numbers its own
+    timeline from its reset point, the ledger (and every event stream) continues the old one."""
+    if stored is None or not any(e.outcome == "staff reset" for e in stored.view.timeline):
+        return live
+    return dataclasses.replace(live, timeline=stored.view.timeline)
 
 
 def _rejection_reason(err: WorkflowUpdateFailedError) -> str:

@@ -2,8 +2,15 @@
 
 Starts, in order, and supervises as child processes: the Temporal dev server (Web UI included,
 Passage's search attributes registered), the supplier simulator, the Stripe emulator (its webhook
-pointed at the API), the worker and the API; prints their URLs and the staff key, then "ready"
-once `GET /readyz` answers 200.
+pointed at the API), `PASSAGE_WORKERS` workers (default 1) on the one task queue and the API;
+prints their URLs and the staff key, then "ready" once `GET /readyz` answers 200.
+
+Several workers show horizontal scaling on one machine: they share the task queue, so Temporal
+hands each task to whichever polls, and a dead one's workflows go on at the others. Each gets its
+own health endpoint (a worker counts as started once Temporal lists it among the task queue's
+pollers) and its own Prometheus address for the SDK's metrics: `PASSAGE_WORKER_HEALTH_PORT` and
+`PASSAGE_WORKER_METRICS_ADDRESS` are the first worker's, the next ones count up from there; unset,
+free ports are taken.
 
 State lives under `.passage/` (`PASSAGE_STATE_DIR` moves it): Temporal's database file, the SQLite
 ledger (unless `DATABASE_URL` names another database), the supplier simulator's and the Stripe
@@ -14,11 +21,12 @@ across restarts), one log per child in `logs/` and the children's pids in `pids`
 starting again therefore loses no booking, at Passage or at its (emulated) suppliers and Stripe.
 
 Ctrl-C or SIGTERM stops every child: SIGTERM to its process group, a grace period, then SIGKILL.
-A worker or API that dies on its own is started again with a notice, as a compose restart policy
-would (their work is in Temporal and the ledger); so is the Temporal dev server, on its kept
-database file (what it acknowledged is in that file; the worker and the API reconnect by
-themselves). One that crashes `CRASH_LIMIT` times within `CRASH_WINDOW_SECONDS`, or any other
-child that dies (the simulator, the Stripe emulator), stops everything and the launcher exits 1.
+Each worker and the API, when it dies on its own, is started again with a notice, as a compose
+restart policy would (their work is in Temporal and the ledger); so is the Temporal dev server,
+on its kept database file (what it acknowledged is in that file; the workers and the API
+reconnect by themselves). One that crashes `CRASH_LIMIT` times within `CRASH_WINDOW_SECONDS`, or
+any other child that dies (the simulator, the Stripe emulator), stops everything and the launcher
+exits 1.
 After a crash of the launcher itself, the next start finds the leftovers through `pids` and
 stops them first; a port held by any other program is reported with the variable that moves it.
 
@@ -29,6 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import itertools
 import json
 import os
 import secrets
@@ -58,7 +68,7 @@ from tenacity import (
 )
 from tenacity.wait import wait_fixed
 
-from passage import migrate
+from passage import migrate, worker_health
 from passage.codec import new_key
 from passage.settings import Settings
 from passage.stripe_emulator import HARNESS_PATH
@@ -71,8 +81,10 @@ POLL_SECONDS = 0.5
 #: A restartable child that dies this often within the window is crash-looping: stop everything.
 CRASH_LIMIT = 3
 CRASH_WINDOW_SECONDS = 30.0
-#: The worker logs this once it polls its task queue (worker.py).
-WORKER_READY_MARK = "worker started"
+#: How many worker processes `make up` runs on the task queue.
+WORKERS_VARIABLE = "PASSAGE_WORKERS"
+#: Where each worker serves the SDK's Prometheus metrics (`host:port`; the worker's setting).
+WORKER_METRICS_VARIABLE = "PASSAGE_WORKER_METRICS_ADDRESS"
 #: One task-queue partition (one machine needs no more; docs/performance.md) and activities
 #: handed back in the workflow task's answer when the worker has a free slot.
 TEMPORAL_TUNING = (
@@ -168,6 +180,35 @@ class Endpoints:
         ]
 
 
+def workers_from_env(environ: Mapping[str, str]) -> int:
+    """`PASSAGE_WORKERS`: how many worker processes to run, a positive integer (default 1)."""
+    raw = environ.get(WORKERS_VARIABLE, "").strip()
+    if not raw:
+        return 1
+    if not raw.isdigit() or int(raw) < 1:
+        raise StartupError(
+            f"{WORKERS_VARIABLE}={raw!r} is not a number of workers (a whole number, 1 or more)"
+        )
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class WorkerSlot:
+    """One of the worker processes: its name and where it answers."""
+
+    name: str
+    health_url: str
+    health_port: int
+    metrics_address: str
+
+    def env(self) -> dict[str, str]:
+        """What this worker's environment adds to the other children's."""
+        return {
+            "PASSAGE_WORKER_HEALTH_PORT": str(self.health_port),
+            WORKER_METRICS_VARIABLE: self.metrics_address,
+        }
+
+
 def state_dir_from_env(environ: Mapping[str, str]) -> Path:
     """`PASSAGE_STATE_DIR`, or `.passage` in the working directory, as an absolute path."""
     return Path(environ.get("PASSAGE_STATE_DIR") or ".passage").resolve()
@@ -196,6 +237,8 @@ class Service:
     log_offset: int = 0
     #: Started once more if it exits while starting (a port it picks itself was taken meanwhile).
     start_retries: int = 0
+    #: Consecutive services with the same batch start together (they do not rely on each other).
+    batch: str = ""
 
 
 class DevStack:
@@ -207,6 +250,7 @@ class DevStack:
         settings: Settings,
         state_dir: Path,
         endpoints: Endpoints,
+        workers: int = 1,
     ) -> None:
         self.environ = dict(environ)
         self.settings = settings
@@ -214,6 +258,8 @@ class DevStack:
         self.logs_dir = state_dir / "logs"
         self.pids_path = state_dir / "pids"
         self.endpoints = endpoints
+        self.workers = workers
+        self.worker_slots: list[WorkerSlot] = []
         self.services: list[Service] = []
         self._stop = threading.Event()
         self._staff_key_note = ""
@@ -226,10 +272,13 @@ class DevStack:
             signal.signal(signum, self._on_signal)
         try:
             child_env = self._prepare()
-            for service in self._plan(child_env):
-                self._start_until_ready(service)
-                if service.after_ready is not None:
-                    service.after_ready()
+            # Consecutive services of one batch (the workers) start together, then are waited for.
+            for _, batch in itertools.groupby(
+                self._plan(child_env), key=lambda s: s.batch or id(s)
+            ):
+                for service in self._start_all_until_ready(list(batch)):
+                    if service.after_ready is not None:
+                        service.after_ready()
             self._announce(child_env)
             return self._supervise()
         except StopRequested:
@@ -259,6 +308,7 @@ class DevStack:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self._stop_leftovers()
         self._check_ports()
+        self.worker_slots = self._plan_workers()
         database_url = self.environ.get("DATABASE_URL") or (
             f"sqlite:///{self.state_dir / 'ledger.sqlite3'}"
         )
@@ -363,6 +413,55 @@ class DevStack:
                     f"the {what} with {variable}=<port>"
                 )
 
+    def _plan_workers(self) -> list[WorkerSlot]:
+        """Names, health ports and metrics addresses of the workers.
+
+        One worker keeps the name "worker"; several are worker-1..worker-N. A port given by its
+        variable is the first worker's and the next ones count up from it (each checked free);
+        without one, free ports are taken.
+        """
+        count = self.workers
+        names = ["worker"] if count == 1 else [f"worker-{i}" for i in range(1, count + 1)]
+        base_health = self.settings.worker_health_port
+        raw_metrics = self.environ.get(WORKER_METRICS_VARIABLE, "").strip()
+        metrics_host, base_metrics = self.endpoints.host, None
+        if raw_metrics:
+            metrics_host, _, port = raw_metrics.rpartition(":")
+            if not metrics_host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise StartupError(f"{WORKER_METRICS_VARIABLE}={raw_metrics!r} is not host:port")
+            base_metrics = int(port)
+        health_host = self.settings.worker_health_host
+        health_ports = self._worker_ports(
+            health_host, base_health, count, "PASSAGE_WORKER_HEALTH_PORT"
+        )
+        metrics_ports = self._worker_ports(
+            metrics_host, base_metrics, count, WORKER_METRICS_VARIABLE
+        )
+        slots = []
+        for name, health_port, metrics_port in zip(names, health_ports, metrics_ports, strict=True):
+            url = worker_health.health_url(
+                self.settings.model_copy(update={"worker_health_port": health_port})
+            )
+            assert url is not None
+            slots.append(WorkerSlot(name, url, health_port, f"{metrics_host}:{metrics_port}"))
+        return slots
+
+    @staticmethod
+    def _worker_ports(host: str, base: int | None, count: int, variable: str) -> list[int]:
+        if base is None:
+            return _free_ports(host, count)
+        ports = list(range(base, base + count))
+        if ports[-1] > 65535:
+            raise StartupError(f"{variable}={base} leaves no port for worker {count}")
+        for port in ports:
+            if not _port_free(host, port):
+                raise StartupError(
+                    f"port {port} (a worker's, {variable} counts up from {base} for "
+                    f"{WORKERS_VARIABLE}={count}) is in use by another program; move them with "
+                    f"{variable}"
+                )
+        return ports
+
     def _record_pids(self) -> None:
         """Write `pids` (atomically) so a later start can find what this one left running."""
         record = {
@@ -429,12 +528,17 @@ class DevStack:
                 after_ready=self._register_webhook,
                 env=env,
             ),
-            Service(
-                "worker",
-                [python, "-m", "worker"],
-                ready=self._worker_started,
-                env=env,
-                restart=True,
+            *(
+                Service(
+                    slot.name,
+                    [python, "-m", "worker"],
+                    # Healthy once Temporal lists it among the task queue's pollers.
+                    ready=functools.partial(_answers, slot.health_url),
+                    env={**env, **slot.env()},
+                    restart=True,
+                    batch="workers",
+                )
+                for slot in self.worker_slots
             ),
             Service(
                 "api",
@@ -470,9 +574,23 @@ class DevStack:
         self._record_pids()
         print(f"  {service.name:<10} starting (pid {service.process.pid})", flush=True)
 
-    def _start_until_ready(self, service: Service) -> None:
-        for retries_left in range(service.start_retries, -1, -1):
+    def _start_all_until_ready(self, batch: list[Service]) -> list[Service]:
+        """Start every service of the batch, then wait for each in turn; returns the batch."""
+        for service in batch:
             self._start(service)
+        for service in batch:
+            self._until_ready(service)
+        return batch
+
+    def _start_until_ready(self, service: Service) -> None:
+        self._start(service)
+        self._until_ready(service)
+
+    def _until_ready(self, service: Service) -> None:
+        """Wait for a started service, starting it once more if it exits and may (start_retries)."""
+        for retries_left in range(service.start_retries, -1, -1):
+            if retries_left < service.start_retries:
+                self._start(service)
             try:
                 self._wait_ready(service)
                 return
@@ -577,13 +695,6 @@ class DevStack:
                 f"cannot register the Stripe webhook: {response.status_code} {response.text}"
             )
 
-    def _worker_started(self) -> bool:
-        service = next(s for s in self.services if s.name == "worker")
-        assert service.log_path is not None
-        with service.log_path.open("rb") as log:
-            log.seek(service.log_offset)
-            return WORKER_READY_MARK.encode() in log.read()
-
     # --- running ---------------------------------------------------------------------------------
 
     def _announce(self, env: Mapping[str, str]) -> None:
@@ -596,6 +707,15 @@ class DevStack:
             ("Temporal", f"{ep.temporal_address}  (namespace {self.settings.temporal_namespace})"),
             ("Simulator", ep.simulator_url),
             ("Stripe", f"{ep.stripe_url}  (emulator)"),
+            (
+                "Workers",
+                f"{len(self.worker_slots)} on task queue {self.settings.task_queue}  "
+                f"({WORKERS_VARIABLE})",
+            ),
+            *(
+                (f"  {slot.name}", f"health {slot.health_url}  metrics {slot.metrics_address}")
+                for slot in self.worker_slots
+            ),
             ("Staff key", self._staff_key_note),
             ("Ledger", ledger),
             ("Logs", str(self.logs_dir)),
@@ -760,6 +880,15 @@ def _port_free(host: str, port: int) -> bool:
         return True
 
 
+def _free_ports(host: str, count: int) -> list[int]:
+    """`count` distinct TCP ports free on `host` right now (all held open while picked)."""
+    with contextlib.ExitStack() as held:
+        probes = [held.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind((host, 0))
+        return [probe.getsockname()[1] for probe in probes]
+
+
 def _answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200
@@ -771,11 +900,12 @@ def main() -> None:
     environ = os.environ
     try:
         endpoints = Endpoints.from_env(environ)
+        workers = workers_from_env(environ)
         settings = Settings()
     except (StartupError, ValidationError) as error:
         print(f"make up failed: {error}", file=sys.stderr)
         sys.exit(2)
-    stack = DevStack(environ, settings, state_dir_from_env(environ), endpoints)
+    stack = DevStack(environ, settings, state_dir_from_env(environ), endpoints, workers)
     code = stack.run()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -66,6 +66,24 @@ PLACEHOLDERS = frozenset(
     | {"whsec_changeme", "whsec_...", "whsec_xxx"}
     | set(DEV_SECRETS.values())
 )
+#: How the templates' placeholders begin (`.env.example`: `change-me-...`, `sk_test_change-me`).
+PLACEHOLDER_PREFIXES = ("change-me", "changeme", "change_me", "replace-me", "replace_me")
+#: The prefixes real keys carry, stripped before the placeholder test (`whsec_change-me`).
+_KEY_PREFIXES = re.compile(r"^(sk_live_|sk_test_|rk_live_|rk_test_|whsec_|staff_)")
+
+
+def is_placeholder(value: str) -> bool:
+    """Whether `value` is a template's stand-in rather than a secret (blank counts as one)."""
+    text = value.strip().lower()
+    bare = _KEY_PREFIXES.sub("", text)
+    return (
+        not bare
+        or text in PLACEHOLDERS
+        or bare in PLACEHOLDERS
+        or bare.startswith(PLACEHOLDER_PREFIXES)
+    )
+
+
 #: The root of the ledger's keys in development when PASSAGE_CODEC_KEY is unset (payloads then
 #: stay unencrypted, as before); outside development the codec key is required instead.
 DEV_LEDGER_KEY = base64.urlsafe_b64encode(
@@ -210,6 +228,10 @@ class Settings(BaseSettings):
     log_format: LogFormat | None = None
     """`json` (one JSON object a line) or `console` (readable lines); unset: `console` in
     development, `json` anywhere else."""
+    otlp_endpoint: str = ""
+    """OpenTelemetry traces: base URL of an OTLP/HTTP receiver (e.g. `http://otel-collector:4318`;
+    spans go to `<it>/v1/traces`), to which the API and the worker export their spans; empty:
+    no tracing at all."""
 
     worker_health_host: str = "127.0.0.1"
     """Address of the worker's health endpoint."""
@@ -286,6 +308,18 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return level
 
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _an_otlp_endpoint(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if value.strip() and (
+            parts.scheme not in ("http", "https") or not parts.netloc or parts.query
+        ):
+            raise ValueError(
+                "PASSAGE_OTLP_ENDPOINT must be an http(s) URL, e.g. http://otel-collector:4318"
+            )
+        return value.strip()
+
     @field_validator("codec_cors_origins")
     @classmethod
     def _origins(cls, value: str) -> str:
@@ -313,13 +347,18 @@ class Settings(BaseSettings):
     @field_validator("stripe_api_key")
     @classmethod
     def _not_a_placeholder(cls, value: str) -> str:
-        if value.strip() in ("", "changeme", "sk_live_changeme"):
+        if is_placeholder(value):
             raise ValueError("PASSAGE_STRIPE_API_KEY is a placeholder")
         return value
 
     @field_validator("codec_key")
     @classmethod
     def _a_codec_key(cls, value: str) -> str:
+        if value.strip() and is_placeholder(value):
+            raise ValueError(
+                "PASSAGE_CODEC_KEY is a placeholder: generate a key with "
+                "python -c 'from passage.codec import new_key; print(new_key())'"
+            )
         if value.strip():
             try:
                 size = len(base64.urlsafe_b64decode(value.strip()))
@@ -353,9 +392,7 @@ class Settings(BaseSettings):
         refused = [
             variable
             for name, variable in _VARIABLES.items()
-            if name in needs
-            and name != "database_url"
-            and getattr(self, name).strip().lower() in PLACEHOLDERS | {""}
+            if name in needs and name != "database_url" and is_placeholder(getattr(self, name))
         ]
         # Optional secrets: unset is fine, a placeholder is not.
         optional = {
@@ -365,11 +402,11 @@ class Settings(BaseSettings):
         refused += [
             variable
             for variable, values in optional.items()
-            if any(value.strip().lower() in PLACEHOLDERS for value in values if value.strip())
+            if any(is_placeholder(value) for value in values if value.strip())
         ]
         problems = []
         password = _password(self.database_url)
-        if password is not None and password.strip().lower() in PLACEHOLDERS:
+        if password and is_placeholder(password):
             problems.append(
                 "DATABASE_URL has a placeholder password (docker-compose: POSTGRES_PASSWORD)"
             )

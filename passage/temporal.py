@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 from temporalio.client import Client
 from temporalio.converter import DataConverter, default
@@ -24,6 +25,9 @@ from temporalio.runtime import (
 from passage.codec import EncryptionCodec
 from passage.settings import Settings
 from passage.type_hints import cache_dataclass_type_hints
+
+if TYPE_CHECKING:
+    from passage.tracing import Tracing
 
 cache_dataclass_type_hints()
 
@@ -76,7 +80,14 @@ def worker_runtime(settings: Settings) -> Runtime:
     return Runtime(telemetry=TelemetryConfig(logging=logging_config, metrics=metrics))
 
 
-async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+async def connect(
+    settings: Settings, tracing: Tracing | None = None, runtime: Runtime | None = None
+) -> Client:
+    """A client; with `tracing` (passage/tracing.py), its calls and its workers trace; on
+    `runtime` (default: the SDK's), e.g. the worker's (`worker_runtime`)."""
     return await Client.connect(
-        **connect_config(settings), data_converter=data_converter(settings), runtime=runtime
+        **connect_config(settings),
+        data_converter=data_converter(settings),
+        interceptors=[] if tracing is None else tracing.temporal_interceptors(),
+        runtime=runtime,
     )

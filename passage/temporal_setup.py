@@ -3,8 +3,8 @@ cluster, from the project's own definitions (`workflows/search.py`), idempotent.
 
 Creates the namespace of PASSAGE_TEMPORAL_NAMESPACE when it does not exist, then registers every
 search attribute of `workflows.search.ALL` that is missing; one registered with another type is
-an error (exit 1). Run it once before the workers and the API start (docker-compose.yml still
-registers the attributes itself; moving it to this command is open work). On Temporal
+an error (exit 1). Run it once before the workers and the API start (docker-compose.yml runs it
+as its one-shot `temporal-setup` service). On Temporal
 Cloud the namespace and its search attributes are made in the Cloud (its UI or `tcld`): there
 this command only checks them, failing with what is missing.
 """

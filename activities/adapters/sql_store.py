@@ -82,6 +82,7 @@ from sqlmodel import Session, SQLModel, col
 from sqlmodel import select as sqlmodel_select
 
 from activities.adapters.sql_ledger_totals import LedgerTotals, read_ledger_totals
+from activities.adapters import sql_runs
 from activities.adapters.tables import (
     BookingEventRow,
     BookingItemRow,
@@ -185,6 +186,16 @@ class FieldCipher(Protocol):
 
 class LedgerStore(BookingStore, Protocol):
     """BookingStore plus what the API, the CLI and the webhook endpoint read from the ledger."""
+
+    async def begin_reset(
+        self, booking_id: str, base_run_id: str, to_step: str, actor: str, note: str
+    ) -> int: ...
+
+    async def name_reset_run(self, booking_id: str, generation: int, run_id: str) -> None: ...
+
+    async def abandon_reset(self, booking_id: str, generation: int) -> None: ...
+
+    async def reset_recorded(self, booking_id: str, generation: int) -> bool: ...
 
     async def read(self, booking_id: str) -> StoredBooking | None: ...
 
@@ -309,9 +320,61 @@ class SqlBookingStore:
 
     # --- writes ----------------------------------------------------------------------------------
 
-    async def record(self, snapshot: RecordBookingInput) -> None:
-        """Record one snapshot; idempotent, and a stale version never overwrites a newer one."""
-        await asyncio.to_thread(self._record, snapshot)
+    async def record(self, snapshot: RecordBookingInput, run_id: str | None = None) -> None:
+        """Record one snapshot; idempotent, and a stale version never overwrites a newer one.
+
+        `run_id` is the workflow run that sent it (the record activity's): after a reset, the
+        new run's snapshots supersede the old run's and its timeline continues the trail
+        (activities/adapters/sql_runs.py). None: the run the ledger holds now.
+        """
+        await asyncio.to_thread(self._record, snapshot, run_id)
+
+    # --- resets (passage/reset.py, around Temporal's reset) --------------------------------------
+
+    async def begin_reset(
+        self, booking_id: str, base_run_id: str, to_step: str, actor: str, note: str
+    ) -> int:
+        """Record a reset about to be asked of Temporal; its run generation.
+
+        Raises:
+            ResetInProgress: another reset of the booking is under way.
+            LookupError: the ledger has no such booking.
+        """
+
+        def begin() -> int:
+            with self._writer.begin() as conn:
+                return sql_runs.begin_reset(
+                    conn, booking_id, base_run_id, to_step, actor, note, datetime.now(UTC)
+                )
+
+        return await asyncio.to_thread(begin)
+
+    async def name_reset_run(self, booking_id: str, generation: int, run_id: str) -> None:
+        """The run Temporal started for the reset."""
+
+        def name() -> None:
+            with self._writer.begin() as conn:
+                sql_runs.name_reset_run(conn, booking_id, generation, run_id)
+
+        await asyncio.to_thread(name)
+
+    async def abandon_reset(self, booking_id: str, generation: int) -> None:
+        """Temporal refused the reset: the old run goes on as before."""
+
+        def abandon() -> None:
+            with self._writer.begin() as conn:
+                sql_runs.abandon_reset(conn, booking_id, generation)
+
+        await asyncio.to_thread(abandon)
+
+    async def reset_recorded(self, booking_id: str, generation: int) -> bool:
+        """Whether the reset's new run has written the ledger yet."""
+
+        def recorded() -> bool:
+            with self._reader.connect() as conn:
+                return sql_runs.reset_recorded(conn, booking_id, generation)
+
+        return await asyncio.to_thread(recorded)
 
     async def mark_webhook_event_processed(self, event_id: str) -> bool:
         """True the first time `event_id` is seen, False ever after (atomic across processes).
@@ -385,18 +448,24 @@ class SqlBookingStore:
 
     # --- synchronous work (runs in a thread) -----------------------------------------------------
 
-    def _record(self, snapshot: RecordBookingInput) -> None:
+    def _record(self, snapshot: RecordBookingInput, run_id: str | None) -> None:
         request, view = snapshot.request, snapshot.view
         now = datetime.now(UTC)
-        committed = snapshot.committed_through
-        booking = _booking_row(request, view, now, committed)
-        booking.customer_ciphertext, booking.customer_email_hash = self._customer_fields(
+        customer = self._customer_fields(
             view.booking_id, request.customer_email, request.customer_name
         )
-        recorded = snapshot.recorded_through
         # Encrypted before the transaction, so the database lock is not held for the cipher.
-        travellers = None if recorded else _traveller_rows(request, self._cipher)
+        travellers = None if snapshot.recorded_through else _traveller_rows(request, self._cipher)
         with self._writer.begin() as conn:
+            run = sql_runs.run_timeline(conn, snapshot, run_id, lock=self._is_postgres, now=now)
+            if run is None:  # a run that a reset superseded: it no longer speaks for the booking
+                return
+            snapshot = run.translate(snapshot)
+            recorded, committed = snapshot.recorded_through, snapshot.committed_through
+            booking = _booking_row(request, snapshot.view, now, committed)
+            booking.customer_ciphertext, booking.customer_email_hash = customer
+            booking.run_generation = run.generation
+            view = snapshot.view
             if self._upsert_booking(conn, booking):
                 booking_id = view.booking_id
                 self._replace(
@@ -433,7 +502,15 @@ class SqlBookingStore:
         upsert = insert.on_conflict_do_update(
             index_elements=[table.c.booking_id],
             set_={name: insert.excluded[name] for name in values if name not in immutable},
-            where=table.c.version <= insert.excluded.version,
+            # A newer run generation (a reset) wins whatever its version; within one, the newest
+            # version (or the same one again) does.
+            where=or_(
+                table.c.run_generation < insert.excluded.run_generation,
+                and_(
+                    table.c.run_generation == insert.excluded.run_generation,
+                    table.c.version <= insert.excluded.version,
+                ),
+            ),
         ).returning(table.c.booking_id)
         return conn.execute(upsert).first() is not None
 

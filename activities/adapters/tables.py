@@ -95,6 +95,10 @@ class BookingRow(SQLModel, table=True):
     #: Timeline entries (JSON) of a workflow task that had not completed when this was written;
     #: they move to `booking_events` with a later write. NULL: none.
     pending_timeline: str | None = Field(default=None, sa_type=Text)
+    #: Which workflow run wrote this row: 0 until the first reset, then the generation of the
+    #: `booking_resets` row whose run wrote it. Ordered before `version`: a reset run starts
+    #: again from the lower version of its reset point and still supersedes the old run.
+    run_generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class BookingItemRow(SQLModel, table=True):
@@ -190,6 +194,34 @@ class BookingEventRow(SQLModel, table=True):
     detail: str
     actor: str | None = None
     recorded_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class BookingResetRow(SQLModel, table=True):
+    """One staff reset of a booking's workflow: who, when, to which step, and the run it made.
+
+    A reset starts a new workflow run from an earlier workflow task: its snapshots carry lower
+    versions and its own timeline numbering from the reset point on. Generation N (1, 2, ...)
+    is the run a reset made; the run it replaced (`base_run_id`) is generation N - 1. The row is
+    written before the reset is asked of Temporal (`run_id` NULL: the next run that writes claims
+    it); at the new run's first write the store finds how many of its timeline entries it
+    inherited and continues the trail after the old run's last entry and a RESET entry:
+    the run's entry `seq` > `inherited_entries` is the ledger's `seq + timeline_offset`.
+    """
+
+    __tablename__ = "booking_resets"
+
+    booking_id: str = Field(primary_key=True, foreign_key="bookings.booking_id")
+    generation: int = Field(primary_key=True)
+    base_run_id: str
+    #: The new run's Temporal run id; NULL until Temporal answered or the run first wrote.
+    run_id: str | None = None
+    to_step: str
+    actor: str
+    note: str
+    requested_at: datetime = Field(sa_type=UtcDateTime)
+    #: NULL until the new run's first write (then the RESET entry is in `booking_events`).
+    inherited_entries: int | None = None
+    timeline_offset: int | None = None
 
 
 class WebhookEventRow(SQLModel, table=True):

@@ -13,7 +13,14 @@ from pydantic_core import PydanticCustomError
 from activities.adapters.sql_store import MAX_PAGE_SIZE, InvalidCursor
 from api.deps import BookingIdPath, ServiceDep, StaffDep
 from api.errors import ApiError, error_responses
-from api.schemas import AdminBookingOut, BookingList, BookingSummaryOut, FieldError, StaffNote
+from api.schemas import (
+    AdminBookingOut,
+    BookingList,
+    BookingSummaryOut,
+    FieldError,
+    StaffNote,
+    StaffReset,
+)
 from passage.bookings import BookingRecord, BookingService, CommandResult, UpdateOutcome
 from workflows.contracts import CancelBookingRequest, StaffAction
 from workflows.model import BookingStatus, workflow_id_for
@@ -205,6 +212,32 @@ async def cancel_booking(
     record = await service.find_for_staff(booking_id)
     request = CancelBookingRequest(actor=staff.actor, note=body.note)
     return await _answer(service, record, await service.cancel(record, request), response)
+
+
+@router.post(
+    "/{booking_id}/reset",
+    response_model=AdminBookingOut,
+    summary="Reset the workflow to the task before a step (after a bug fix)",
+    responses={
+        202: {"model": AdminBookingOut, "description": "Reset; the new run is still starting"},
+        **error_responses(401, 404, 409, 413, 422, 503),
+    },
+)
+async def reset_booking(
+    booking_id: BookingIdPath,
+    staff: StaffDep,
+    service: ServiceDep,
+    response: Response,
+    body: StaffReset | None = None,
+) -> AdminBookingOut:
+    """Temporal's reset to the workflow task that scheduled step `to`, for a booking stuck on a
+    bug a new release fixed: the new run goes on from there with the new code, the idempotency
+    keys keep anything from being held or charged twice. 409 naming why when the booking cannot
+    be reset (confirmed, ended, cancelled, or no such step in its run)."""
+    action = StaffAction(actor=staff.actor, note=body.note if body else "")
+    result = await service.reset(booking_id, body.to if body else None, action)
+    record = await service.find_for_staff(booking_id)
+    return await _answer(service, record, result, response)
 
 
 async def _answer(

@@ -156,7 +156,9 @@ def reset(
         typer.Option(
             "--to",
             metavar="STEP",
-            help="The step to go back to, e.g. 'CONFIRM it_1' (default: the failed step).",
+            help="The step to go back to: PRICE, HOLD, AUTHORIZE, PAYMENT_ACTION, CONFIRM, "
+            "CAPTURE or an undo (CANCEL, RELEASE, VOID, REFUND), optionally with an item: "
+            "'CONFIRM it_1' (default: the forward step whose failure started the undo).",
         ),
     ] = None,
     note: Note = "",
@@ -164,8 +166,10 @@ def reset(
 ) -> None:
     """Reset the booking's workflow to the workflow task before a step (after a bug fix).
 
-    For a booking stuck on a bug that a new release fixed: Temporal replays it from there with
-    the new code; the idempotency keys make sure nothing is charged or booked twice.
+    For a booking stuck on a bug that a new release fixed: Temporal starts a new run from there
+    with the new code; the idempotency keys make sure nothing is charged or booked twice. Use
+    `retry` when the outside world was the trouble; a reset is refused (exit 1) for a booking
+    that is confirmed, ended, cancelled, or already partly undone (see the README).
     """
     with _session() as api:
         try:

@@ -709,7 +709,7 @@ async def test_a_row_written_before_the_encryption_is_readable_after_it(
 
         migrate.upgrade(database_url, ledger_key=ledger_key)
 
-        assert migrate.current(database_url) == "0004"
+        assert migrate.current(database_url) == "0005"
         store = SqlBookingStore(engine, LedgerCipher(ledger_key))
         assert await store.personal_data("bk_before") == _BEFORE_PERSONAL
         summaries, _ = await store.search(email="grace.hopper@EXAMPLE.com")
@@ -724,7 +724,7 @@ async def test_a_row_written_before_the_encryption_is_readable_after_it(
             assert value not in dump
 
         # And back: the downgrade decrypts to the very same clear rows.
-        migrate.downgrade(database_url, ledger_key=ledger_key)
+        migrate.downgrade(database_url, "0003", ledger_key=ledger_key)
         assert clear_rows(database_url) == before
     finally:
         engine.dispose()

@@ -27,8 +27,9 @@ LEDGER_TABLES = {
     "refunds",
     "booking_events",
     "processed_webhook_events",
+    "booking_resets",
 }
-HEAD = "0004"
+HEAD = "0005"
 #: The columns 0002 adds to 0001's tables.
 INTERRUPTION_COLUMNS = {
     ("bookings", "fees_absorbed_minor"),
@@ -81,6 +82,12 @@ def test_downgrade_revision_by_revision_then_upgrade_again(migrated_database_url
     assert columns_of(url, {"bookings", "booking_items"}) >= INTERRUPTION_COLUMNS
     assert ("bookings", "pending_timeline") in columns_of(url, {"bookings"})
     assert ("bookings", "customer_ciphertext") in columns_of(url, {"bookings"})
+
+    migrate.downgrade(url)
+
+    assert migrate.current(url) == "0004"
+    assert "booking_resets" not in tables_of(url)
+    assert ("bookings", "run_generation") not in columns_of(url, {"bookings"})
 
     migrate.downgrade(url)
 

@@ -1,26 +1,32 @@
-"""docker-compose.yml and the Dockerfile hold what production needs, and no secret.
+"""docker-compose.yml, .env.example and the Dockerfile hold what production needs, and no secret.
 
 Read as data (no Docker here): every service the contract needs, PostgreSQL behind the worker
-and the API, health checks the start order waits on, secrets only as required variables, and
-Temporal's search attributes the same as the workflow's (workflows/search.py).
+and the API, health checks the start order waits on, secrets only as required variables whose
+template values the settings refuse, and Temporal's search attributes registered from the
+workflow's own definitions (workflows/search.py), not written out again. What docker-compose
+resolves is checked in tests/integration/test_compose_config.py.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from passage.settings import Settings, is_placeholder
 from workflows import search
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = re.compile(r"^\$\{(?P<name>[A-Z0-9_]+):\?[^}]*\}$")
 SECRET_NAME = re.compile(r"PASSWORD|PWD|SECRET|_KEY|_KEYS|TOKEN")
 SECRET_VALUE = re.compile(r"sk_(live|test)_|whsec_|rk_live_|BEGIN [A-Z ]*PRIVATE KEY")
-CLI_TYPES = {"KEYWORD": "Keyword", "BOOL": "Bool", "KEYWORD_LIST": "KeywordList", "INT": "Int"}
+#: `${NAME}`, `${NAME:-default}`, `${NAME:?message}`: the variables the file reads.
+VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z0-9_]+)(?P<rest>[^}]*)\}")
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +85,7 @@ def test_the_worker_runs_the_worker_and_the_api_serves_the_api(services: dict[st
 
 
 def test_stateful_and_serving_services_have_health_checks(services: dict[str, Any]) -> None:
-    for name in ("postgres", "temporal", "simulator", "api"):
+    for name in ("postgres", "temporal", "temporal-ui", "simulator", "worker", "api"):
         assert services[name].get("healthcheck", {}).get("test"), name
 
 
@@ -112,7 +118,7 @@ def test_secrets_are_required_variables_never_values(services: dict[str, Any]) -
     for service_name, service in services.items():
         for name, value in environment(service).items():
             assert not SECRET_VALUE.search(value), (service_name, name)
-            if SECRET_NAME.search(name):
+            if SECRET_NAME.search(name) and value not in ("true", "false"):  # not a flag
                 assert REQUIRED.match(value), f"{service_name}.{name} must be ${{{name}:?...}}"
         if "DATABASE_URL" in environment(service):
             url = environment(service)["DATABASE_URL"]
@@ -122,12 +128,69 @@ def test_secrets_are_required_variables_never_values(services: dict[str, Any]) -
             assert REQUIRED.match(parts[1]), (service_name, url)
 
 
-def test_temporal_gets_the_workflows_search_attributes(services: dict[str, Any]) -> None:
-    registered = dict(
-        re.findall(r"--name (\w+) --type (\w+)", command_text(services["temporal-setup"]))
+def test_temporal_setup_registers_the_workflows_search_attributes_itself(
+    services: dict[str, Any],
+) -> None:
+    setup = services["temporal-setup"]
+    assert command_text(setup) == "python -m passage.temporal_setup"
+    assert setup["image"] == services["worker"]["image"]  # Passage's image, its search.py
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    written_out = [key.name for key in search.ALL if key.name in text]
+    assert not written_out, f"search attributes written out in the compose file: {written_out}"
+
+
+def test_temporal_gets_its_dynamic_config_from_a_file_in_the_repository(
+    services: dict[str, Any],
+) -> None:
+    (mount,) = services["temporal"]["volumes"]
+    source, target = mount.split(":")[:2]
+    assert (REPO_ROOT / source).is_file(), source
+    assert services["temporal"]["environment"]["DYNAMIC_CONFIG_FILE_PATH"] == target
+    config = yaml.safe_load((REPO_ROOT / source).read_text())
+    assert config["frontend.enableUpdateWorkflowExecution"] == [{"value": True}]
+
+
+def env_example() -> dict[str, str]:
+    lines = (REPO_ROOT / ".env.example").read_text().splitlines()
+    pairs = [line.split("=", 1) for line in lines if line.strip() and not line.startswith("#")]
+    return {name: value for name, value in pairs}
+
+
+def test_the_template_sets_every_variable_the_file_reads_and_no_other() -> None:
+    lines = (REPO_ROOT / "docker-compose.yml").read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    read = {match["name"]: match["rest"] for match in VARIABLE.finditer(text)}
+    template = env_example()
+    assert template.pop("COMPOSE_PROJECT_NAME") == "passage"  # Compose's own, not the file's
+    assert set(template) == set(read)
+    for name, rest in read.items():
+        if rest.startswith(":?"):  # required: a secret, so a placeholder the settings refuse
+            assert is_placeholder(template[name]), f"{name}={template[name]}"
+        else:  # a default: the template says the same
+            assert rest.startswith(":-") and template[name] == rest[2:], (name, rest)
+
+
+def test_the_templates_generators_make_keys_the_settings_accept() -> None:
+    comments = (REPO_ROOT / ".env.example").read_text()
+    generators = dict(
+        re.findall(r"#\s+a (secret|password|codec key):\s+python3 -c \"(.*)\"", comments)
     )
-    expected = {key.name: CLI_TYPES[key.indexed_value_type.name] for key in search.ALL}
-    assert registered == expected
+    assert set(generators) == {"secret", "password", "codec key"}
+    made = {
+        kind: subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for kind, code in generators.items()
+    }
+    settings = Settings(
+        api_secret=made["secret"],
+        customer_ref_key=made["secret"],
+        stripe_webhook_secret="whsec_" + made["secret"],
+        codec_key=made["codec key"],
+        database_url=f"postgresql+psycopg://passage:{made['password']}@postgres:5432/passage",
+    )
+    assert settings.codec_key == made["codec key"]
+    assert re.fullmatch(r"[0-9a-f]+", made["password"])  # URL-safe, goes into DATABASE_URL
 
 
 def test_the_image_installs_the_package_and_runs_unprivileged() -> None:

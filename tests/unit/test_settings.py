@@ -168,6 +168,8 @@ def test_the_ledger_key_is_the_codec_key_and_a_fixed_one_only_in_development(
         ("DATABASE_URL", "postgres-at-db"),
         ("PASSAGE_TEMPORAL_TLS_CLIENT_CERT", "/nonexistent/client.pem"),
         ("PASSAGE_STAFF_KEYS", "changeme"),
+        ("PASSAGE_STRIPE_API_KEY", "sk_live_"),
+        ("PASSAGE_STRIPE_API_KEY", "sk_test_change-me"),
     ],
 )
 def test_a_malformed_value_stops_every_process_naming_its_variable(
@@ -198,3 +200,39 @@ def test_the_readme_table_is_the_settings_table() -> None:
         "README.md's settings table differs from Settings: "
         "run `python -m passage.settings --readme README.md`"
     )
+
+
+#: The stand-ins of `.env.example` (and the like): each refused outside development.
+TEMPLATE_PLACEHOLDERS = {
+    "PASSAGE_API_SECRET": "change-me-api-secret",
+    "PASSAGE_CUSTOMER_REF_KEY": "CHANGE-ME-customer-ref-key",
+    "PASSAGE_STRIPE_WEBHOOK_SECRET": "whsec_change-me",
+    "PASSAGE_CODEC_KEY": "change-me-codec-key",
+    "PASSAGE_STRIPE_API_KEY": "sk_test_change-me",
+    "PASSAGE_STAFF_KEYS": "staff_change-me-1,staff_3f9a0c5e8b1d7f2a",
+    "DATABASE_URL": "postgresql+psycopg://passage:change-me-postgres-password@db:5432/passage",
+}
+
+
+@pytest.mark.parametrize("variable", sorted(TEMPLATE_PLACEHOLDERS))
+def test_a_template_placeholder_stops_the_api_naming_its_variable(
+    clean_environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], variable: str
+) -> None:
+    for name, real in {**API_SECRETS, **LEDGER}.items():
+        clean_environment.setenv(name, real)
+    clean_environment.setenv(variable, TEMPLATE_PLACEHOLDERS[variable])
+    with pytest.raises(SystemExit) as exited:
+        Settings.for_process("the API")
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert variable in err, err
+    assert TEMPLATE_PLACEHOLDERS[variable] not in err  # the value is not echoed into logs
+
+
+def test_a_real_secret_that_merely_contains_change_is_accepted(
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    for name, real in {**API_SECRETS, **LEDGER}.items():
+        clean_environment.setenv(name, real)
+    clean_environment.setenv("PASSAGE_API_SECRET", "exchange-me-not-8f2a9b7d1e4c6a3f5b8d")
+    assert Settings().api_secret.startswith("exchange")
