@@ -81,8 +81,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session, SQLModel, col
 from sqlmodel import select as sqlmodel_select
 
-from activities.adapters.sql_ledger_totals import LedgerTotals, read_ledger_totals
 from activities.adapters import sql_runs
+from activities.adapters.sql_ledger_totals import LedgerTotals, read_ledger_totals
 from activities.adapters.tables import (
     BookingEventRow,
     BookingItemRow,
