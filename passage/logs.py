@@ -1,4 +1,6 @@
-"""structlog set-up for the worker, the API and the tools: JSON lines, ids only, no PII.
+"""structlog set-up for the worker, the API and the tools: JSON lines (or readable ones in
+development), ids only, no PII; the ids of the activity or workflow a line comes from are fields
+of it (`ActivityLogContext`, `temporal_ids`).
 
 And `LogScan`, which proves it: the log-scan test and `make chaos` look for every piece of
 personal data, token, card number and secret they used in every line the processes logged.
