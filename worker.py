@@ -27,7 +27,7 @@ from activities.suppliers import SupplierActivities
 from passage import logs, migrate, worker_health
 from passage.codec import LedgerCipher
 from passage.settings import WORKER_NEEDS, Settings
-from passage.temporal import connect
+from passage.temporal import connect, worker_runtime
 from passage.tracing import WORKER_SERVICE, Tracing, tracing_for
 from passage.tuning import WORKER_OPTIONS
 from workflows.booking import BookingWorkflow
@@ -77,6 +77,7 @@ async def booking_worker(
                 payments.refund_payment,
                 records.record_booking,
             ],
+            interceptors=[logs.ActivityLogContext()],
             **WORKER_OPTIONS,
         )
         try:
@@ -94,7 +95,7 @@ async def serve(settings: Settings) -> None:
     """
     migrate.upgrade(settings.database_url, ledger_key=settings.ledger_key)
     tracing = tracing_for(settings, WORKER_SERVICE)
-    client = await connect(settings, tracing)
+    client = await connect(settings, tracing, runtime=worker_runtime(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -116,6 +117,7 @@ async def serve(settings: Settings) -> None:
             task_queue=settings.task_queue,
             temporal=settings.temporal_address,
             health_port=settings.worker_health_port,
+            metrics_address=settings.worker_metrics_address,
         )
         await stop.wait()
     if tracing is not None:
@@ -125,7 +127,7 @@ async def serve(settings: Settings) -> None:
 
 def main() -> None:
     settings = Settings.for_process("the worker", WORKER_NEEDS)
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, json=settings.log_json)
     code = 0
     try:
         asyncio.run(serve(settings))

@@ -18,12 +18,13 @@ from passage.settings import Settings
 def main() -> None:
     # Refuse to start on a missing, malformed or placeholder setting, naming its variable.
     settings = Settings.for_process("the API")
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, json=settings.log_json)
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's records go through passage.logs (format, request id)
         proxy_headers=False,
     )
     sys.stdout.flush()

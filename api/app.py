@@ -15,12 +15,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import cast
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from temporalio.client import Client
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from activities.adapters.sql_store import SqlBookingStore, make_engine
-from api import errors
+from api import errors, metrics, request_ids
 from api.codec_access import CodecAccess, CodecCors
 from api.deps import ApiState, TemporalNotConnected
 from api.events import BookingWatcher, PostgresChangeListener
@@ -73,6 +73,7 @@ def create_app(
         summary="Booking orchestration: checkout, staff and webhook API",
         description=DESCRIPTION,
         lifespan=_lifespan(settings, client, clock, tracing),
+        dependencies=[Depends(request_ids.bind_path_booking_id)],
     )
     errors.install(app)
     app.add_middleware(BodySizeLimit)
@@ -85,6 +86,8 @@ def create_app(
         app.include_router(router)
     if tracing is not None:
         tracing.instrument_api(app)
+    metrics.install(app)
+    app.add_middleware(request_ids.RequestIds)  # outermost: every line has the id
     return app
 
 

@@ -1,4 +1,6 @@
-"""structlog set-up for the worker, the API and the tools: JSON lines, ids only, no PII.
+"""structlog set-up for the worker, the API and the tools: JSON lines (or readable ones in
+development), ids only, no PII; the ids of the activity or workflow a line comes from are fields
+of it (`ActivityLogContext`, `temporal_ids`).
 
 And `LogScan`, which proves it: the log-scan test and `make chaos` look for every piece of
 personal data, token, card number and secret they used in every line the processes logged.
@@ -8,12 +10,18 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote_plus
 
 import structlog
+import temporalio.worker
+from temporalio import activity, workflow
+
+from workflows.model import workflow_id_for
 
 #: Query parameters whose values uvicorn's access log keeps; every other value is replaced, so a
 #: staff search by e-mail (`/admin/bookings?email=...`) does not write the address to the log.
@@ -21,31 +29,136 @@ LOGGED_QUERY_PARAMS = frozenset(
     {"status", "supplier", "kind", "limit", "created_from", "created_to"}
 )
 REDACTED = "REDACTED"
+#: Workflow id = `booking-<booking_id>`: the booking id of a workflow's or activity's line.
+WORKFLOW_ID_PREFIX = workflow_id_for("")
+#: The `extra` key whose dict a workflow's `workflow.logger` call adds as fields of its line.
+WORKFLOW_FIELDS_EXTRA = "passage"
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-\[\]]{0,63}")
 
 
 def configure(level: str = "INFO", *, json: bool = True) -> None:
-    logging.basicConfig(level=level, format="%(message)s")
+    """structlog's lines and every stdlib record (uvicorn's access line, the Temporal SDK's
+    workflow and activity loggers, httpx...) in one format: JSON lines, or readable lines for a
+    person (`PASSAGE_LOG_FORMAT=console`), each with the context bound for it (request id,
+    booking id, workflow and activity ids)."""
     # JSON lines carry an exception's traceback as text (no frame locals: they may hold
     # traveller data); the console renderer prints it itself.
     rendering: list[structlog.types.Processor] = (
         [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
         if json
-        else [structlog.dev.ConsoleRenderer()]
+        # Colours only on a terminal: `make up` writes each process's lines to a file.
+        else [structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())]
     )
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso"),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            *rendering,
-        ],
+        processors=[*shared, *rendering],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
     )
+    root = logging.getLogger()
+    root.setLevel(level)
+    for handler in [h for h in root.handlers if isinstance(h, _StdoutHandler)]:
+        root.removeHandler(handler)
+    handler = _StdoutHandler()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                *shared,
+                structlog.stdlib.add_logger_name,
+                temporal_ids,
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
+        )
+    )
+    root.addHandler(handler)
+    # The SDK's loggers put their ids on the record (`temporal_ids` makes them fields), so the
+    # copy they would append to each message is left out.
+    workflow.logger.workflow_info_on_message = False
+    activity.logger.activity_info_on_message = False
     # uvicorn configures its loggers after this, but keeps the logger objects and their filters.
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, RedactQueryValues) for f in access.filters):
         access.addFilter(RedactQueryValues())
+
+
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stdout` is now (as structlog's own lines do), so a captured or
+    redirected stdout gets the stdlib records too."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def temporal_ids(
+    _logger: object, _method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """The ids the Temporal SDK puts on its workflow and activity loggers' records (`extra`
+    `temporal_workflow` / `temporal_activity`), as the same fields the activities bind.
+
+    `workflow.logger` is replay-safe (quiet while a history replays); its records carry the
+    workflow's ids, and the booking id is the workflow id's tail (`booking-<booking_id>`). A
+    workflow's own fields come in the WORKFLOW_FIELDS_EXTRA dict (`extra={"passage": {...}}`).
+    """
+    record = event.get("_record")
+    fields = getattr(record, WORKFLOW_FIELDS_EXTRA, None)
+    if isinstance(fields, dict):
+        for name, value in fields.items():
+            event.setdefault(str(name), str(value))
+    info = getattr(record, "temporal_workflow", None) or getattr(record, "temporal_activity", None)
+    if isinstance(info, dict):
+        workflow_id = info.get("workflow_id")
+        if isinstance(workflow_id, str):
+            event.setdefault("workflow_id", workflow_id)
+            if workflow_id.startswith(WORKFLOW_ID_PREFIX):
+                event.setdefault("booking_id", workflow_id.removeprefix(WORKFLOW_ID_PREFIX))
+        run_id = info.get("run_id", info.get("workflow_run_id"))
+        if run_id is not None:
+            event.setdefault("run_id", run_id)
+        for name in ("workflow_type", "activity_type", "attempt"):
+            if info.get(name) is not None:
+                event.setdefault(name, info[name])
+    return event
+
+
+def activity_ids() -> dict[str, object]:
+    """The current activity's correlation fields (call inside an activity)."""
+    info = activity.info()
+    ids: dict[str, object] = {
+        "workflow_id": info.workflow_id,
+        "run_id": info.workflow_run_id,
+        "activity_type": info.activity_type,
+        "attempt": info.attempt,
+    }
+    if info.workflow_id and info.workflow_id.startswith(WORKFLOW_ID_PREFIX):
+        ids["booking_id"] = info.workflow_id.removeprefix(WORKFLOW_ID_PREFIX)
+    return ids
+
+
+class ActivityLogContext(temporalio.worker.Interceptor):
+    """Worker interceptor: every line an activity logs (structlog) carries its booking id,
+    workflow id, run id, activity type and attempt."""
+
+    def intercept_activity(
+        self, next: temporalio.worker.ActivityInboundInterceptor
+    ) -> temporalio.worker.ActivityInboundInterceptor:
+        return _ActivityIds(next)
+
+
+class _ActivityIds(temporalio.worker.ActivityInboundInterceptor):
+    async def execute_activity(self, input: temporalio.worker.ExecuteActivityInput) -> Any:
+        with structlog.contextvars.bound_contextvars(**activity_ids()):
+            return await super().execute_activity(input)
 
 
 class RedactQueryValues(logging.Filter):

@@ -47,6 +47,13 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class LogFormat(StrEnum):
+    """How log lines are written: JSON lines for a collector, or coloured lines for a person."""
+
+    JSON = "json"
+    CONSOLE = "console"
+
+
 #: Development values of the secrets: filled in when unset in development, refused elsewhere.
 DEV_SECRETS = {
     "api_secret": "passage-dev-api-secret",
@@ -229,6 +236,9 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     """Log level of every process: `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`."""
+    log_format: LogFormat | None = None
+    """`json` (one JSON object a line) or `console` (readable lines); unset: `console` in
+    development, `json` anywhere else."""
     otlp_endpoint: str = ""
     """OpenTelemetry traces: base URL of an OTLP/HTTP receiver (e.g. `http://otel-collector:4318`;
     spans go to `<it>/v1/traces`), to which the API and the worker export their spans; empty:
@@ -239,6 +249,9 @@ class Settings(BaseSettings):
     worker_health_port: int | None = Field(default=None, ge=1, le=65535)
     """Port of the worker's health endpoint (`GET /healthz`, probed by `python -m
     passage.worker_health`); unset: none."""
+    worker_metrics_address: str | None = None
+    """`host:port` where each worker serves the Temporal SDK's Prometheus metrics (`GET
+    /metrics`: workflow task latency, activity failures, ...); unset: none."""
 
     price_tolerance_minor: int = 0
     """Price movement (minor units) accepted without asking the customer."""
@@ -275,6 +288,11 @@ class Settings(BaseSettings):
     streams (on PostgreSQL, NOTIFY wakes them and the poll is a 1 s safety net)."""
     events_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
     """How often an idle event stream sends a heartbeat comment."""
+
+    @field_validator("worker_metrics_address")
+    @classmethod
+    def _optional_host_and_port(cls, value: str | None) -> str | None:
+        return cls._host_and_port(value) if value and value.strip() else None
 
     @field_validator("temporal_address")
     @classmethod
@@ -466,6 +484,13 @@ class Settings(BaseSettings):
             )
             print(f"{process} cannot start: {problems}", file=sys.stderr, flush=True)
             raise SystemExit(2) from error
+
+    @property
+    def log_json(self) -> bool:
+        """Whether log lines are JSON: `PASSAGE_LOG_FORMAT`, or JSON outside development."""
+        if self.log_format is not None:
+            return self.log_format == LogFormat.JSON
+        return self.env != Environment.DEVELOPMENT
 
     @property
     def codec_cors_origin_list(self) -> list[str]:

@@ -8,11 +8,19 @@ client's options and reads the certificate files.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import TYPE_CHECKING
 
 from temporalio.client import Client
 from temporalio.converter import DataConverter, default
 from temporalio.envconfig import ClientConfigProfile, ClientConfigTLS, ClientConnectConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+)
 
 from passage.codec import EncryptionCodec
 from passage.settings import Settings
@@ -61,10 +69,28 @@ def connect_config(settings: Settings) -> ClientConnectConfig:
     return profile.to_client_connect_config()
 
 
-async def connect(settings: Settings, tracing: Tracing | None = None) -> Client:
-    """A client; with `tracing` (passage/tracing.py), its calls and its workers trace."""
+def worker_runtime(settings: Settings) -> Runtime:
+    """The worker's Temporal runtime: the SDK core's own log lines (warnings and errors) go
+    through Python logging (`temporalio.core`), so passage.logs renders them like every other
+    line; and with PASSAGE_WORKER_METRICS_ADDRESS its metrics (workflow task latency, activity
+    failures, polls...) are served there for Prometheus. One per worker process: the address is
+    bound when it is made."""
+    metrics = None
+    if settings.worker_metrics_address is not None:
+        metrics = PrometheusConfig(bind_address=settings.worker_metrics_address)
+    core_logs = LogForwardingConfig(logger=logging.getLogger("temporalio.core"))
+    logging_config = LoggingConfig(filter=LoggingConfig.default.filter, forwarding=core_logs)
+    return Runtime(telemetry=TelemetryConfig(logging=logging_config, metrics=metrics))
+
+
+async def connect(
+    settings: Settings, tracing: Tracing | None = None, runtime: Runtime | None = None
+) -> Client:
+    """A client; with `tracing` (passage/tracing.py), its calls and its workers trace; on
+    `runtime` (default: the SDK's), e.g. the worker's (`worker_runtime`)."""
     return await Client.connect(
         **connect_config(settings),
         data_converter=data_converter(settings),
         interceptors=[] if tracing is None else tracing.temporal_interceptors(),
+        runtime=runtime,
     )

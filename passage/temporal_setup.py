@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     settings = Settings.for_process("python -m passage.temporal_setup", NO_NEEDS)
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, json=settings.log_json)
     status = 0
     try:
         asyncio.run(set_up(settings, timedelta(days=args.retention_days)))

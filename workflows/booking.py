@@ -956,6 +956,9 @@ class BookingWorkflow:
 
     def _set_status(self, status: BookingStatus, step: str) -> None:
         self._state.set_status(status, step, self._now())
+        # Replay-safe (quiet while a history replays); the SDK adds the workflow's ids, and
+        # passage/logs.py renders the "passage" extra as fields. Ids and states only.
+        workflow.logger.info("booking.status", extra={"passage": {"status": status, "step": step}})
         self._publish()
 
     def _event(self, step: str, outcome: str, detail: str = "", actor: str | None = None) -> None:

@@ -82,6 +82,7 @@ from sqlmodel import Session, SQLModel, col
 from sqlmodel import select as sqlmodel_select
 
 from activities.adapters import sql_runs
+from activities.adapters.sql_ledger_totals import LedgerTotals, read_ledger_totals
 from activities.adapters.tables import (
     BookingEventRow,
     BookingItemRow,
@@ -406,6 +407,10 @@ class SqlBookingStore:
     async def personal_data(self, booking_id: str) -> PersonalData | None:
         """The customer and travellers, decrypted (None if never recorded): for staff only."""
         return await asyncio.to_thread(self._personal_data, booking_id)
+
+    async def totals(self) -> LedgerTotals:
+        """Counts and sums over the whole ledger, no row's data (the API's `/metrics`)."""
+        return await asyncio.to_thread(read_ledger_totals, self._reader)
 
     async def changes(self, booking_ids: Sequence[str]) -> dict[str, str]:
         """A mark per recorded booking that changes with every write (the event streams' poll).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
 
+from api import request_ids
 from api.deps import (
     AccessTokenDep,
     BookingIdPath,
@@ -75,6 +76,7 @@ async def create_booking(
 ) -> BookingAccepted:
     """Start the booking saga; it runs on after this answers (poll GET /bookings/{id})."""
     started = await service.start(idempotency_key, body.to_new_booking())
+    request_ids.bind_booking_id(started.booking_id)
     if not started.created:
         response.status_code = 200
     return BookingAccepted.of(started)

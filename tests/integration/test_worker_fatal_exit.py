@@ -39,6 +39,7 @@ async def test_a_worker_the_server_rejects_exits_1_with_the_traceback_logged(
     environ = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PASSAGE_")},
         "PASSAGE_ENV": "development",
+        "PASSAGE_LOG_FORMAT": "json",  # development's default is readable lines
         "PASSAGE_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
         "PASSAGE_TEMPORAL_NAMESPACE": "no-such-namespace",
         "PASSAGE_TASK_QUEUE": "fatal-exit",

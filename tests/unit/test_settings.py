@@ -159,6 +159,8 @@ def test_the_ledger_key_is_the_codec_key_and_a_fixed_one_only_in_development(
         ("PASSAGE_API_PORT", "eighty"),
         ("PASSAGE_API_PORT", "70000"),
         ("PASSAGE_LOG_LEVEL", "LOUD"),
+        ("PASSAGE_LOG_FORMAT", "xml"),
+        ("PASSAGE_WORKER_METRICS_ADDRESS", "9100"),
         ("PASSAGE_TEMPORAL_ADDRESS", "temporal"),
         ("PASSAGE_SUPPLIER_URL", "simulator:8100"),
         ("PASSAGE_CODEC_CORS_ORIGINS", "http://localhost:8080/ui"),
