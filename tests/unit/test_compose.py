@@ -23,6 +23,8 @@ from workflows import search
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = re.compile(r"^\$\{(?P<name>[A-Z0-9_]+):\?[^}]*\}$")
+#: An optional secret (e.g. the codec's old keys): a variable with no default, never a value.
+OPTIONAL = re.compile(r"^\$\{(?P<name>[A-Z0-9_]+):-\}$")
 SECRET_NAME = re.compile(r"PASSWORD|PWD|SECRET|_KEY|_KEYS|TOKEN")
 SECRET_VALUE = re.compile(r"sk_(live|test)_|whsec_|rk_live_|BEGIN [A-Z ]*PRIVATE KEY")
 #: `${NAME}`, `${NAME:-default}`, `${NAME:?message}`: the variables the file reads.
@@ -119,7 +121,9 @@ def test_secrets_are_required_variables_never_values(services: dict[str, Any]) -
         for name, value in environment(service).items():
             assert not SECRET_VALUE.search(value), (service_name, name)
             if SECRET_NAME.search(name) and value not in ("true", "false"):  # not a flag
-                assert REQUIRED.match(value), f"{service_name}.{name} must be ${{{name}:?...}}"
+                assert REQUIRED.match(value) or OPTIONAL.match(value), (
+                    f"{service_name}.{name} must be ${{{name}:?...}} or ${{{name}:-}}"
+                )
         if "DATABASE_URL" in environment(service):
             url = environment(service)["DATABASE_URL"]
             parts = re.findall(r"\$\{[^}]*\}", url)
