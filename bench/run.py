@@ -54,7 +54,8 @@ from typing import Any
 
 import httpx
 import stripe
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionCount
+from tenacity import AsyncRetrying, retry_if_result, stop_after_delay, wait_fixed
 
 from activities.adapters.http_supplier import HttpSupplierClient
 from activities.adapters.stripe_gateway import StripePaymentGateway
@@ -390,6 +391,22 @@ PRICE_WAIT = Wait("price acceptance", "AWAITING_PRICE_ACCEPTANCE", CARD_OK, pric
 PAYMENT_WAIT = Wait("3-D Secure", "AWAITING_PAYMENT_ACTION", CARD_3DS)
 
 
+async def visible_count(client: Client, query: str, expected: int) -> WorkflowExecutionCount:
+    """Temporal's count of `query`, re-read for a few seconds while it is below `expected`.
+
+    Visibility is eventually consistent: a customer may see a booking waiting (the ledger) a
+    moment before its search attribute is counted, most of all on a loaded machine.
+    """
+    retrying = AsyncRetrying(
+        retry=retry_if_result(lambda count: count.count < expected),
+        wait=wait_fixed(0.5),
+        stop=stop_after_delay(15),
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+    )
+    count: WorkflowExecutionCount = await retrying(client.count_workflows, query)
+    return count
+
+
 async def open_phase(bench: Bench, m: int, wait: Wait) -> Json:
     """M bookings left waiting: the worker's memory, what waiting costs, then all cancelled."""
     await bench.fresh_emulators()
@@ -412,8 +429,9 @@ async def open_phase(bench: Bench, m: int, wait: Wait) -> Json:
     runs, submit_wall = await closed_loop(label, m, OPEN_CONCURRENCY, one)
     open_runs = [run for run in runs if run.status == wait.status]
     # Counted by Temporal when the memory is read: a wait may have timed out meanwhile.
-    query = f'BookingStatus="{wait.status}"'
-    still_open = await bench.temporal.count_workflows(query)
+    still_open = await visible_count(
+        bench.temporal, f'BookingStatus="{wait.status}"', len(open_runs)
+    )
     rss_open = rss_bytes(worker)
     idle_seconds = bench.args.open_idle_seconds
     log(f"  {still_open.count} bookings wait for {wait.name}; {idle_seconds:.0f} s of waiting")
