@@ -47,7 +47,11 @@ def configure(level: str = "INFO", *, json: bool = True) -> None:
         [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
         if json
         # Colours only on a terminal: `make up` writes each process's lines to a file.
-        else [structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())]
+        else [
+            structlog.dev.ConsoleRenderer(
+                colors=sys.stdout.isatty(), exception_formatter=structlog.dev.plain_traceback
+            )
+        ]
     )
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,

@@ -40,12 +40,12 @@ def test_migrate_needs_the_database_and_the_codec_key_only(ledger_url: str) -> N
         PASSAGE, "migrate", "upgrade", DATABASE_URL=ledger_url, PASSAGE_CODEC_KEY=new_key()
     )
     assert migrated.returncode == 0, migrated.stderr
-    assert migrated.stdout.strip() == "0004"
-    assert migrate.current(ledger_url) == "0004"
+    assert migrated.stdout.strip() == "0005"
+    assert migrate.current(ledger_url) == "0005"
     # `current` reads the revision: the database is all it needs.
     current = run_tool(PASSAGE, "migrate", "current", DATABASE_URL=ledger_url)
     assert current.returncode == 0, current.stderr
-    assert current.stdout.strip() == "0004"
+    assert current.stdout.strip() == "0005"
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_python_m_passage_migrate_takes_the_database_from_the_command_line(
         PASSAGE_CODEC_KEY=new_key(),
     )
     assert migrated.returncode == 0, migrated.stderr
-    assert migrate.current(ledger_url) == "0004"
+    assert migrate.current(ledger_url) == "0005"
 
 
 @pytest.mark.parametrize(
