@@ -53,10 +53,10 @@ ifeq ($(DOCKER_COMPOSE),)
 endif
 
 up: install
-	PASSAGE_ENV=$${PASSAGE_ENV:-development} $(PY) -m passage.devstack
+	PASSAGE_ENV=$${PASSAGE_ENV:-development} $(PY) -m passage.dev.devstack
 
 demo: install
-	$(PY) -m passage.demo
+	$(PY) -m passage.dev.demo
 
 chaos: install
 	$(PY) -m bench.chaos

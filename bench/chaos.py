@@ -1,7 +1,7 @@
 """`make chaos`: the chaos campaign against a throwaway engine, judged by the invariant checker.
 
-Starts its own engine (the `make up` launcher, `passage.devstack`, on free ports with a temporary
-state directory, `PASSAGE_ENV=development`), then:
+Starts its own engine (the `make up` launcher, `passage.dev.devstack`, on free ports with a
+temporary state directory, `PASSAGE_ENV=development`), then:
 
 - submits N bookings over the HTTP API at concurrency C: random itineraries of 1-4 items across
   every kind, some optional, some paid with the declined card or the 3-D Secure card (which the

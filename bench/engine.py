@@ -1,9 +1,10 @@
 """A throwaway engine for `make chaos` and `make bench`, and what their load generators share.
 
-`Engine` runs the `make up` launcher (`python -m passage.devstack`) on free ports with a temporary
-state directory and `PASSAGE_ENV=development`, waits until it prints "ready" and the API answers
-`/readyz`, and stops it (SIGTERM, then SIGKILL of every child it recorded in `pids`). It also reads
-its children's CPU time and memory from `/proc`, which is how the benchmark charges each process.
+`Engine` runs the `make up` launcher (`python -m passage.dev.devstack`) on free ports with a
+temporary state directory and `PASSAGE_ENV=development`, waits until it prints "ready" and the API
+answers `/readyz`, and stops it (SIGTERM, then SIGKILL of every child it recorded in `pids`). It
+also reads its children's CPU time and memory from `/proc`, which is how the benchmark charges each
+process.
 
 The rest builds what a checkout frontend and Stripe send: booking bodies, card payment methods at
 the Stripe emulator, and signed webhook events (the development webhook secret).
@@ -134,7 +135,7 @@ class Engine:
         offset = self.output.stat().st_size if self.output.exists() else 0
         with self.output.open("ab") as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "passage.devstack"],
+                [sys.executable, "-m", "passage.dev.devstack"],
                 cwd=REPO_ROOT,
                 env=self.env,
                 stdout=output,

@@ -6,6 +6,9 @@ hold, booking or PaymentIntent. Every save writes the whole snapshot to a tempor
 the target, fsyncs it and renames it over the old one, so a crash at any moment leaves either the
 previous snapshot or the new one, never a torn file.
 
+`make up` keeps them, its logs and the keys it generates in one state directory
+(`state_dir_from_env`), which the staff CLI also reads for the keys in development.
+
 The format is pickle: the file is written and read by the same trusted process on a developer's
 machine, and it carries the services' own objects (dataclasses, localstripe resources) as they are.
 """
@@ -15,8 +18,14 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+
+def state_dir_from_env(environ: Mapping[str, str]) -> Path:
+    """`PASSAGE_STATE_DIR`, or `.passage` in the working directory, as an absolute path."""
+    return Path(environ.get("PASSAGE_STATE_DIR") or ".passage").resolve()
 
 
 class StateFile:

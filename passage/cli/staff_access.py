@@ -30,6 +30,7 @@ import typer
 
 from passage.cli.exits import ExitCode, Failure
 from passage.settings import Environment, Settings
+from passage.statefile import state_dir_from_env
 
 CONFIG_KEYS = frozenset({"api_url", "staff_key"})
 
@@ -122,8 +123,6 @@ def _staff_key(
 
 def kept_by_make_up(name: str, environ: Mapping[str, str]) -> str:
     """A key `make up` generated and keeps in its state directory ("" when there is none)."""
-    from passage.devstack import state_dir_from_env  # the development harness, only here
-
     try:
         return (state_dir_from_env(environ) / name).read_text().strip()
     except OSError:

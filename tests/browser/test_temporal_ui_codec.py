@@ -1,8 +1,8 @@
 """An operator reads a stuck booking decoded in the Temporal Web UI of `make up`, nobody else does.
 
-`python -m passage.devstack` runs on free ports as a developer starts it; a booking is made stuck
-with the simulator's faults (a refused confirmation, then a refused undo: NEEDS_ATTENTION), and
-headless Chromium opens it from the UI's list of stuck bookings. Its workflow input shows the
+`python -m passage.dev.devstack` runs on free ports as a developer starts it; a booking is made
+stuck with the simulator's faults (a refused confirmation, then a refused undo: NEEDS_ATTENTION),
+and headless Chromium opens it from the UI's list of stuck bookings. Its workflow input shows the
 traveller decoded through the API's codec endpoint, which admits the UI's own origin. The same
 page decodes nothing when the UI's codec points elsewhere or when its request comes from another
 origin, and a page of another origin cannot read the endpoint at all.
@@ -57,7 +57,7 @@ FOREIGN_ORIGIN = "http://evil.example"
 
 @dataclass
 class MakeUp:
-    """A running `python -m passage.devstack` and where it listens."""
+    """A running `python -m passage.dev.devstack` and where it listens."""
 
     ports: dict[str, int]
     state_dir: Path
@@ -90,7 +90,7 @@ def make_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeUp]:
     log = base / "make-up.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "passage.devstack"],
+            [sys.executable, "-m", "passage.dev.devstack"],
             cwd=REPO_ROOT,
             env=env,
             stdout=output,

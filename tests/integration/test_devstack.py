@@ -1,4 +1,4 @@
-"""`make up` end to end: `python -m passage.devstack` as a user runs it, on free ports.
+"""`make up` end to end: `python -m passage.dev.devstack` as a user runs it, on free ports.
 
 Every port is moved by its variable and the state goes to a temporary `PASSAGE_STATE_DIR`, so the
 tests run next to a developer's own `make up`. They check what the README promises: the engine
@@ -54,7 +54,7 @@ class Stack:
     def start(self) -> None:
         with self.output.open("ab") as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "passage.devstack"],
+                [sys.executable, "-m", "passage.dev.devstack"],
                 cwd=REPO_ROOT,
                 env=self.env,
                 stdout=output,
@@ -488,7 +488,7 @@ def test_a_port_held_by_another_program_is_named_with_its_variable(stack: Stack)
         squatter.bind(("127.0.0.1", int(stack.env["PASSAGE_SIMULATOR_PORT"])))
         squatter.listen()
         result = subprocess.run(
-            [sys.executable, "-m", "passage.devstack"],
+            [sys.executable, "-m", "passage.dev.devstack"],
             cwd=REPO_ROOT,
             env=stack.env,
             capture_output=True,

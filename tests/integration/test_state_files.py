@@ -111,7 +111,7 @@ def test_the_stripe_emulator_keeps_payment_intents_and_replays_across_a_kill(
 ) -> None:
     state = tmp_path / "stripe.state"
     stripe = Service(
-        "passage.stripe_emulator",
+        "passage.dev.stripe_emulator",
         "/_harness/idempotency",
         tmp_path / "stripe.log",
         "--state-file",

@@ -20,7 +20,7 @@ import pytest
 import stripe
 from aiohttp import web
 
-from passage.stripe_emulator import IdempotencyLayer
+from passage.dev.stripe_emulator import IdempotencyLayer
 from tests.support.stripe import (
     CARD_DECLINED,
     CARD_OK,

@@ -1,7 +1,7 @@
 """Pytest plugin: the Stripe emulator as a real subprocess, a gateway on it, and harness calls.
 
 Fixtures:
-- `stripe_emulator` (session): `python -m passage.stripe_emulator` on a free 127.0.0.1 port.
+- `stripe_emulator` (session): `python -m passage.dev.stripe_emulator` on a free 127.0.0.1 port.
 - `stripe_url` (session): its base URL, e.g. `http://127.0.0.1:54321`.
 - `stripe_harness`: what tests do outside the product: payment methods for a test card
   (`pm_for`), 3-D Secure (`authenticate`), the PaymentIntents of a booking, the idempotency keys
@@ -55,7 +55,7 @@ def stripe_emulator() -> Iterator[StripeEmulatorProcess]:
     # a pipe that could fill up and block the emulator.
     with tempfile.TemporaryFile() as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "passage.stripe_emulator", "--host", "127.0.0.1"]
+            [sys.executable, "-m", "passage.dev.stripe_emulator", "--host", "127.0.0.1"]
             + ["--port", str(port)],
             cwd=REPO_ROOT,
             stdout=output,

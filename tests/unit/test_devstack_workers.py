@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from passage import devstack
-from passage.devstack import DevStack, Endpoints, StartupError, workers_from_env
+from passage.dev import devstack
+from passage.dev.devstack import DevStack, Endpoints, StartupError, workers_from_env
 from passage.settings import Environment, Settings
 
 

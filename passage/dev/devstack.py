@@ -30,7 +30,7 @@ exits 1.
 After a crash of the launcher itself, the next start finds the leftovers through `pids` and
 stops them first; a port held by any other program is reported with the variable that moves it.
 
-    python -m passage.devstack
+    python -m passage.dev.devstack
 """
 
 from __future__ import annotations
@@ -70,8 +70,9 @@ from tenacity.wait import wait_fixed
 
 from passage import migrate, worker_health
 from passage.codec import new_key
+from passage.dev.stripe_emulator import HARNESS_PATH
 from passage.settings import Settings
-from passage.stripe_emulator import HARNESS_PATH
+from passage.statefile import state_dir_from_env
 from workflows import search
 
 #: How long each child gets between SIGTERM and SIGKILL.
@@ -207,11 +208,6 @@ class WorkerSlot:
             "PASSAGE_WORKER_HEALTH_PORT": str(self.health_port),
             WORKER_METRICS_VARIABLE: self.metrics_address,
         }
-
-
-def state_dir_from_env(environ: Mapping[str, str]) -> Path:
-    """`PASSAGE_STATE_DIR`, or `.passage` in the working directory, as an absolute path."""
-    return Path(environ.get("PASSAGE_STATE_DIR") or ".passage").resolve()
 
 
 @dataclass
@@ -527,7 +523,7 @@ class DevStack:
             ),
             Service(
                 "stripe",
-                [python, "-m", "passage.stripe_emulator", "--host", ep.host]
+                [python, "-m", "passage.dev.stripe_emulator", "--host", ep.host]
                 + ["--port", str(ep.stripe_port)]
                 + ["--state-file", str(self.state_dir / "stripe.state")],
                 ready=lambda: _answers(f"{ep.stripe_url}{HARNESS_PATH}"),

@@ -1,6 +1,7 @@
 """The dev/test Stripe stand-in: localstripe, in-process, behind Stripe's idempotency semantics.
 
-Run it with `python -m passage.stripe_emulator --host 127.0.0.1 --port 8420 [--state-file PATH]`.
+Run it with
+`python -m passage.dev.stripe_emulator --host 127.0.0.1 --port 8420 [--state-file PATH]`.
 
 Why not plain localstripe: it ignores `Idempotency-Key`, while the payment saga relies on Stripe
 replaying the first response of a retried request (that is how a lost authorization is found and

@@ -14,7 +14,7 @@ It ends with the URL of the reference checkout page (`/checkout`), to book one b
 The URLs come from the same variables as `make up` (PASSAGE_API_PORT, PASSAGE_SIMULATOR_PORT,
 PASSAGE_STRIPE_PORT, ...). Exits 1 when a booking does not end as expected.
 
-    python -m passage.demo
+    python -m passage.dev.demo
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from passage.devstack import Endpoints, StartupError
+from passage.dev.devstack import Endpoints, StartupError
 
 #: Statuses after which a booking changes no more by itself.
 SETTLED = frozenset({"CONFIRMED", "FAILED", "CANCELLED", "NEEDS_ATTENTION"})
@@ -375,7 +375,7 @@ def _bearer(token: str) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m passage.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m passage.dev.demo", description=__doc__)
     parser.parse_args(argv)
     try:
         endpoints = Endpoints.from_env(os.environ)
