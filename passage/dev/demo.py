@@ -31,7 +31,8 @@ from typing import Any
 
 import httpx
 
-from passage.dev.devstack import Endpoints, StartupError
+from passage.dev.devstack import Endpoints
+from passage.dev.supervisor import StartupError
 
 #: Statuses after which a booking changes no more by itself.
 SETTLED = frozenset({"CONFIRMED", "FAILED", "CANCELLED", "NEEDS_ATTENTION"})

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from passage.dev.devstack import DevStack, Endpoints, Service, StartupError
+from passage.dev.devstack import DevStack, Endpoints
+from passage.dev.supervisor import Service, StartupError
 from passage.settings import Environment, Settings
 
 #: Exits 2 on its first run (as the dev server does when its port was taken), then stays up.

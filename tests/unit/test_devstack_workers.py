@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from passage.dev import devstack
-from passage.dev.devstack import DevStack, Endpoints, StartupError, workers_from_env
+from passage.dev.devstack import DevStack, Endpoints, workers_from_env
+from passage.dev.supervisor import StartupError
 from passage.settings import Environment, Settings
 
 
