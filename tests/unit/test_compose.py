@@ -12,10 +12,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+import setuptools
 import yaml
 
 from passage.settings import Settings, is_placeholder
@@ -205,6 +207,22 @@ def test_the_image_installs_the_package_and_runs_unprivileged() -> None:
     assert user and user[-1] not in ("root", "0"), user
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".passage", ".env"} <= set(ignored)
+
+
+def test_the_package_and_the_image_leave_out_the_development_harness() -> None:
+    """passage/dev/ (make up, the demo, the Stripe emulator on localstripe) is not shipped."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    find = project["tool"]["setuptools"]["packages"]["find"]
+    shipped = setuptools.find_packages(REPO_ROOT, include=find["include"], exclude=find["exclude"])
+    assert {"passage", "passage.cli", "api", "activities", "workflows", "simulator"} <= set(shipped)
+    assert not [
+        name for name in shipped if name == "passage.dev" or name.startswith("passage.dev.")
+    ]
+    required = " ".join(project["project"]["dependencies"])
+    assert "localstripe" not in required and "aiohttp" not in required
+    assert "passage/dev" in (REPO_ROOT / ".dockerignore").read_text().split()
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert "[dev]" not in dockerfile and "passage/dev" not in dockerfile
 
 
 def test_the_migration_job_gets_what_it_uses_and_no_api_secret(services: dict[str, Any]) -> None:
