@@ -109,6 +109,7 @@ def booking_row(
 
 
 def item_rows(request: BookingRequest, view: BookingView) -> list[BookingItemRow]:
+    """One row per item, in the view's order, with the price the customer was shown."""
     minor = _minor_units(view.currency)
     expected = {item.item_id: minor(item.expected_price) for item in request.items}
     rows = []
@@ -145,6 +146,7 @@ def item_rows(request: BookingRequest, view: BookingView) -> list[BookingItemRow
 
 
 def traveller_rows(request: BookingRequest, cipher: FieldCipher) -> list[TravellerRow]:
+    """One sealed row per traveller, by position (the document reduced to its hint)."""
     return [
         TravellerRow(
             booking_id=request.booking_id,
@@ -166,6 +168,7 @@ def traveller_rows(request: BookingRequest, cipher: FieldCipher) -> list[Travell
 
 
 def payment_rows(view: BookingView, now: datetime) -> list[PaymentRow]:
+    """The `authorization` and `capture` rows the view's payment has reached."""
     minor = _minor_units(view.currency)
     payment = view.payment
     rows = []
@@ -189,6 +192,7 @@ def payment_rows(view: BookingView, now: datetime) -> list[PaymentRow]:
 
 
 def refund_rows(view: BookingView, now: datetime) -> list[RefundRow]:
+    """The booking's one refund row, once money or a fee went back (see the module's notes)."""
     minor = _minor_units(view.currency)
     refunded, fees_kept = minor(view.payment.refunded), minor(view.payment.fees_kept)
     if refunded == 0 and fees_kept == 0:
@@ -207,6 +211,7 @@ def refund_rows(view: BookingView, now: datetime) -> list[RefundRow]:
 
 
 def event_row(booking_id: str, entry: TimelineEntry, now: datetime) -> BookingEventRow:
+    """A timeline entry as its audit-trail row."""
     return BookingEventRow(
         booking_id=booking_id,
         seq=entry.seq,
@@ -253,6 +258,7 @@ def booking_view(
     refunds: Sequence[RefundRow],
     events: Sequence[BookingEventRow],
 ) -> BookingView:
+    """The view the booking's rows record (items in position order, events in `seq` order)."""
     currency = booking.currency
     by_kind = {payment.kind: payment for payment in payments}
     authorization, capture = by_kind.get("authorization"), by_kind.get("capture")
@@ -359,6 +365,7 @@ def _timeline_entry(row: BookingEventRow) -> TimelineEntry:
 def booking_summary(
     booking: BookingRow, suppliers: tuple[str, ...], cipher: FieldCipher
 ) -> BookingSummary:
+    """The staff list's line of a booking, its customer decrypted (quoted total, else expected)."""
     total = booking.quoted_total_minor
     if total is None:
         total = booking.expected_total_minor
