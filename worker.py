@@ -14,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 
 import httpx
+import stripe
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -36,6 +37,24 @@ from workflows.booking import BookingWorkflow
 log = structlog.get_logger("passage.worker")
 
 
+def make_stripe_gateway(
+    api_key: str, api_base: str, *, timeout_seconds: float = 10.0
+) -> StripePaymentGateway:
+    """The payment gateway on `api_base` (the emulator in development, Stripe in production).
+
+    The SDK never retries (`max_network_retries=0`): Temporal owns retries, and every write is
+    idempotent under its key. The gateway owns the HTTP client and closes it in `aclose`.
+    """
+    http_client = stripe.HTTPXClient(timeout=timeout_seconds)
+    client = stripe.StripeClient(
+        api_key,
+        base_addresses={"api": api_base},
+        max_network_retries=0,
+        http_client=http_client,
+    )
+    return StripePaymentGateway(client, http_client)
+
+
 @contextlib.asynccontextmanager
 async def booking_worker(
     client: Client,
@@ -50,7 +69,7 @@ async def booking_worker(
     test_upgrades.py).
     """
     engine = make_engine(settings.database_url)
-    gateway = StripePaymentGateway.from_settings(settings)
+    gateway = make_stripe_gateway(settings.stripe_api_key, settings.stripe_api_base)
     async with httpx.AsyncClient(
         base_url=settings.supplier_url, timeout=settings.supplier_timeout_seconds
     ) as http:

@@ -20,8 +20,6 @@ from workflows.model import (
     PaymentStatus,
 )
 
-TASK_QUEUE = "passage-bookings"
-
 
 class ErrorType(StrEnum):
     """Machine-readable failure causes: the `type` of ApplicationErrors and of the booking error."""

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 import stripe
 
 from activities.errors import BusinessError, TransientError
-from passage.settings import Settings
 from workflows import contracts
 from workflows.contracts import ErrorType
 from workflows.model import Money
@@ -29,7 +28,11 @@ AUTHORIZED = frozenset({"requires_capture", "requires_action"})
 
 
 class StripePaymentGateway:
-    """Card payments through a `stripe.StripeClient` configured for async use and no retries."""
+    """Card payments through a `stripe.StripeClient` configured for async use and no retries.
+
+    The composition root builds the client (`worker.make_stripe_gateway`): adapters read no
+    settings.
+    """
 
     def __init__(
         self, client: stripe.StripeClient, http_client: stripe.HTTPXClient | None = None
@@ -37,20 +40,6 @@ class StripePaymentGateway:
         """Wrap `client`; pass `http_client` when this gateway owns it and must close it."""
         self._stripe = client.v1
         self._http_client = http_client
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, *, timeout_seconds: float = 10.0
-    ) -> StripePaymentGateway:
-        """A gateway on the configured API base (the emulator in dev, Stripe in production)."""
-        http_client = stripe.HTTPXClient(timeout=timeout_seconds)
-        client = stripe.StripeClient(
-            settings.stripe_api_key,
-            base_addresses={"api": settings.stripe_api_base},
-            max_network_retries=0,
-            http_client=http_client,
-        )
-        return cls(client, http_client)
 
     async def aclose(self) -> None:
         """Close the HTTP connections this gateway opened (none when the client was passed in)."""
