@@ -334,7 +334,6 @@ class BookingWorkflow:
                 view.item_id,
                 view.offer_id,
                 view.quantity,
-                view.supplier or "",
             ),
             summary=f"HOLD {operator_view.item_label(view)}",
         )
@@ -462,9 +461,7 @@ class BookingWorkflow:
         self._compensations.register(Compensation(UndoKind.CANCEL_BOOKING, view.item_id))
         confirmation = await self._forward(
             calls.CONFIRM_ITEM,
-            ConfirmItemInput(
-                self._request.booking_id, view.item_id, view.hold_ref or "", view.supplier or ""
-            ),
+            ConfirmItemInput(self._request.booking_id, view.item_id, view.hold_ref or ""),
             summary=f"CONFIRM {operator_view.item_label(view)}",
         )
         self._state.update_item(
@@ -642,9 +639,7 @@ class BookingWorkflow:
     async def _release_hold(self, item_id: str, defer_refusal: bool) -> bool:
         view = self._state.item(item_id)
         step = f"{UndoKind.RELEASE_HOLD.value} {item_id}"
-        release_input = ReleaseItemInput(
-            self._request.booking_id, item_id, view.hold_ref, view.supplier or ""
-        )
+        release_input = ReleaseItemInput(self._request.booking_id, item_id, view.hold_ref)
         done, release = await self._until_done(
             step,
             lambda: calls.run_undo(calls.RELEASE_ITEM, release_input, self._undo_summary(step)),
@@ -665,7 +660,7 @@ class BookingWorkflow:
         view = self._state.item(item_id)
         step = f"{UndoKind.CANCEL_BOOKING.value} {item_id}"
         cancel_input = CancelItemInput(
-            self._request.booking_id, item_id, view.supplier_ref, view.hold_ref, view.supplier or ""
+            self._request.booking_id, item_id, view.supplier_ref, view.hold_ref
         )
         done, cancel = await self._until_done(
             step,

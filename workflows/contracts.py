@@ -108,7 +108,6 @@ class HoldItemInput:
     item_id: str
     offer_id: str
     quantity: int
-    supplier: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,6 @@ class ConfirmItemInput:
     booking_id: str
     item_id: str
     hold_ref: str
-    supplier: str = ""
 
 
 @dataclass(frozen=True)
@@ -141,7 +139,6 @@ class ReleaseItemInput:
     booking_id: str
     item_id: str
     hold_ref: str | None = None
-    supplier: str = ""
 
 
 @dataclass(frozen=True)
@@ -157,7 +154,6 @@ class CancelItemInput:
     item_id: str
     supplier_ref: str | None = None
     hold_ref: str | None = None
-    supplier: str = ""
 
 
 @dataclass(frozen=True)
