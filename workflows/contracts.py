@@ -99,7 +99,6 @@ class ItemQuote:
     supplier: str
     price: Money
     cancellation: CancellationTerms
-    hold_ttl_seconds: int
 
 
 @dataclass(frozen=True)

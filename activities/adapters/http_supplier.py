@@ -101,7 +101,6 @@ class HttpSupplierClient:
                     fee_bps=int(terms["fee_bps"]),
                     cancellable=bool(terms.get("cancellable", True)),
                 ),
-                hold_ttl_seconds=int(body["hold_ttl_seconds"]),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise _malformed("quote", err) from err
