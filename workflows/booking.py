@@ -33,11 +33,13 @@ from workflows.contracts import (
     BookingView,
     CancelBookingRequest,
     CancelItemInput,
+    CancellationStatus,
     CapturePaymentInput,
     ConfirmItemInput,
     ErrorType,
     GetPaymentInput,
     HoldItemInput,
+    IntentStatus,
     ItemView,
     PaymentEvent,
     PriceDecision,
@@ -47,6 +49,7 @@ from workflows.contracts import (
     ReleaseItemInput,
     StaffAction,
     VoidPaymentInput,
+    VoidStatus,
 )
 from workflows.model import BookingRequest, BookingStatus, ItemStatus, Money, PaymentStatus
 from workflows.saga import Compensation, Compensations, UndoKind, price_moved
@@ -115,10 +118,13 @@ def _error_of(err: BaseException, default: ErrorType) -> BookingError:
     """The booking error behind an activity failure (its typed cause, or `default`)."""
     cause = err.cause if isinstance(err, ActivityError) else err
     if isinstance(cause, ApplicationError) and cause.type:
-        return BookingError(type=cause.type, message=cause.message)
+        error_type = ErrorType(cause.type)
+        if error_type != cause.type:  # not one of ours: keep the exception's name in the message
+            return BookingError(type=error_type, message=f"{cause.type}: {cause.message}")
+        return BookingError(type=error_type, message=cause.message)
     if isinstance(cause, TemporalTimeoutError):
-        return BookingError(type=default.value, message="timed out")
-    return BookingError(type=default.value, message=str(cause or err))
+        return BookingError(type=default, message="timed out")
+    return BookingError(type=default, message=str(cause or err))
 
 
 @workflow.defn(name="BookingWorkflow")
@@ -189,9 +195,7 @@ class BookingWorkflow:
                     break
                 self._workflow_cancelled = True
                 if not self._confirmed:  # a confirmed booking is only undone by a cancel update
-                    self._stop(
-                        BookingError(ErrorType.STOPPED.value, "the workflow was asked to stop")
-                    )
+                    self._stop(BookingError(ErrorType.STOPPED, "the workflow was asked to stop"))
         saga.result()  # re-raises continue-as-new, and a bug in histories before the patch
         return self._view()
 
@@ -219,7 +223,7 @@ class BookingWorkflow:
                 # held and authorized as it is, so the release that fixes it resumes the booking.
                 raise
             # Before the patch: undo first, then let Temporal see the failure.
-            self._stop(BookingError(ErrorType.INTERNAL.value, type(err).__name__))
+            self._stop(BookingError(ErrorType.INTERNAL, type(err).__name__))
             await self._compensate()
             await self._finish()
             raise
@@ -300,11 +304,11 @@ class BookingWorkflow:
         self._event(step, "changed", detail)
         timeout = self._request.price_acceptance_timeout_seconds
         if timeout <= 0:
-            raise SagaFailedError(BookingError(ErrorType.PRICE_CHANGED.value, detail))
+            raise SagaFailedError(BookingError(ErrorType.PRICE_CHANGED, detail))
         previous = (self._state.status, self._state.step)
         self._price_decision = None
         self._set_status(BookingStatus.AWAITING_PRICE_ACCEPTANCE, "PRICE_ACCEPTANCE")
-        timed_out = BookingError(ErrorType.PRICE_CHANGED.value, f"{detail}; not accepted in time")
+        timed_out = BookingError(ErrorType.PRICE_CHANGED, f"{detail}; not accepted in time")
         async with self._deadline(timedelta(seconds=timeout), timed_out):
             await workflow.wait_condition(
                 lambda: self._price_decision is not None or self._stopping()
@@ -315,9 +319,7 @@ class BookingWorkflow:
         outcome = "accepted" if decision.accept else "declined"
         self._event("PRICE_ACCEPTANCE", outcome, detail, actor=decision.actor)
         if not decision.accept:
-            raise SagaFailedError(
-                BookingError(ErrorType.PRICE_CHANGED.value, f"{detail}; declined")
-            )
+            raise SagaFailedError(BookingError(ErrorType.PRICE_CHANGED, f"{detail}; declined"))
         self._state.quoted_total = offered
         self._set_status(*previous)
 
@@ -373,7 +375,7 @@ class BookingWorkflow:
         delay = remaining - min(MAX_HOLD_MARGIN, remaining / 10)
         if delay.total_seconds() > 0:
             await workflow.sleep(delay, summary="hold deadline: stop before the first hold expires")
-        self._stop(BookingError(ErrorType.HOLD_EXPIRED.value, "holds expired before confirmation"))
+        self._stop(BookingError(ErrorType.HOLD_EXPIRED, "holds expired before confirmation"))
 
     async def _authorize(self) -> None:
         self._set_status(BookingStatus.AUTHORIZING, "AUTHORIZE")
@@ -399,12 +401,12 @@ class BookingWorkflow:
         self._authorized_at = workflow.now()
         self._state.update_payment(payment_intent_id=auth.payment_intent_id)
         self._raise_if_stopped()
-        if auth.status == "requires_action":
+        if auth.status == IntentStatus.REQUIRES_ACTION:
             self._state.update_payment(client_secret=auth.client_secret)
             await self._await_payment_action(auth.payment_intent_id)
-        elif auth.status != "requires_capture":
+        elif auth.status != IntentStatus.REQUIRES_CAPTURE:
             raise SagaFailedError(
-                BookingError(ErrorType.PAYMENT_FAILED.value, f"payment is {auth.status}")
+                BookingError(ErrorType.PAYMENT_FAILED, f"payment is {auth.status}")
             )
         self._state.update_payment(status=PaymentStatus.AUTHORIZED, authorized=amount)
         self._state.update_payment(client_secret=None)
@@ -413,7 +415,7 @@ class BookingWorkflow:
     async def _await_payment_action(self, payment_intent_id: str) -> None:
         """Wait for 3-D Secure: a webhook is a hint to re-read the PaymentIntent; poll meanwhile."""
         self._set_status(BookingStatus.AWAITING_PAYMENT_ACTION, "PAYMENT_ACTION")
-        timed_out = BookingError(ErrorType.PAYMENT_ACTION_TIMEOUT.value, "3-D Secure not completed")
+        timed_out = BookingError(ErrorType.PAYMENT_ACTION_TIMEOUT, "3-D Secure not completed")
         timeout = timedelta(seconds=self._request.payment_action_timeout_seconds)
         poll = PAYMENT_POLL_SECONDS
         async with self._deadline(timeout, timed_out):
@@ -435,13 +437,13 @@ class BookingWorkflow:
                     summary="PAYMENT_ACTION: read the PaymentIntent",
                 )
                 self._raise_if_stopped()
-                if state.status == "requires_capture":
+                if state.status == IntentStatus.REQUIRES_CAPTURE:
                     self._event("PAYMENT_ACTION", "ok", "customer authenticated")
                     return
-                if state.status in ("requires_payment_method", "canceled"):
+                if state.status in (IntentStatus.REQUIRES_PAYMENT_METHOD, IntentStatus.CANCELED):
                     raise SagaFailedError(
                         BookingError(
-                            ErrorType.PAYMENT_ACTION_FAILED.value,
+                            ErrorType.PAYMENT_ACTION_FAILED,
                             state.failure_message or "3-D Secure authentication failed",
                         )
                     )
@@ -672,12 +674,12 @@ class BookingWorkflow:
             return False
         currency = self._request.currency
         fee = Money.zero(currency)
-        if cancel is not None and cancel.status == "cancelled":
+        if cancel is not None and cancel.status == CancellationStatus.CANCELLED:
             if cancel.fee is not None:
                 fee = cancel.fee
             elif view.cancellation is not None:
                 fee = view.cancellation.fee_for(view.price, workflow.now())
-        if cancel is None or cancel.status == "cancelled":
+        if cancel is None or cancel.status == CancellationStatus.CANCELLED:
             status = ItemStatus.CANCELLED
         else:  # nothing was booked at the supplier: the hold is released next
             status = self._state.item(item_id).status
@@ -703,11 +705,11 @@ class BookingWorkflow:
         if not done:
             return False
         payment = self._state.payment
-        if void is not None and void.status == "refunded" and void.refunded is not None:
+        if void is not None and void.status == VoidStatus.REFUNDED and void.refunded is not None:
             self._state.update_payment(
                 status=PaymentStatus.REFUNDED, refunded=payment.refunded + void.refunded
             )
-        elif void is not None and void.status == "voided":
+        elif void is not None and void.status == VoidStatus.VOIDED:
             self._state.update_payment(status=PaymentStatus.VOIDED)
         elif void is not None:  # no PaymentIntent was ever created: nothing is authorized
             self._state.update_payment(
@@ -843,7 +845,7 @@ class BookingWorkflow:
                 self._cancelled_while_undoing = True
             else:
                 reason = ErrorType.CANCELLED_BY_STAFF if staff else ErrorType.CANCELLED_BY_CUSTOMER
-                self._stop(BookingError(reason.value, request.note or "cancelled"))
+                self._stop(BookingError(reason, request.note or "cancelled"))
         if staff and self._state.status == BookingStatus.NEEDS_ATTENTION and self._operator is None:
             # Staff force the cancel through: the stuck step is tried again now.
             self._operator = OperatorCommand(

@@ -42,6 +42,13 @@ class ErrorType(StrEnum):
     STOPPED = "STOPPED"
     INTERNAL = "INTERNAL"
 
+    @classmethod
+    def _missing_(cls, value: object) -> ErrorType:
+        """Any other type reads as INTERNAL: an activity's unexpected exception is typed by its
+        class name, and a view or ledger row written before may carry one, so views still decode.
+        """
+        return cls.INTERNAL
+
 
 #: Business refusals: retrying the same call cannot succeed, so activities raise them non-retryable.
 NON_RETRYABLE_ERRORS: tuple[ErrorType, ...] = (
@@ -140,9 +147,19 @@ class ReleaseItemInput:
     hold_ref: str | None = None
 
 
+class ReleaseStatus(StrEnum):
+    """What release-if-present found: the hold is released (now or before), had lapsed, was
+    confirmed (a booking, left alone), or never existed."""
+
+    RELEASED = "released"
+    EXPIRED = "expired"
+    CONFIRMED = "confirmed"
+    ABSENT = "absent"
+
+
 @dataclass(frozen=True)
 class ItemRelease:
-    status: str
+    status: ReleaseStatus
 
 
 @dataclass(frozen=True)
@@ -155,15 +172,34 @@ class CancelItemInput:
     hold_ref: str | None = None
 
 
+class CancellationStatus(StrEnum):
+    """What cancel-if-confirmed found: a booking, cancelled (now or before), or none at all."""
+
+    CANCELLED = "cancelled"
+    ABSENT = "absent"
+
+
 @dataclass(frozen=True)
 class ItemCancellation:
     """`fee` is what the supplier reports it keeps (None: it kept nothing or did not say)."""
 
-    status: str
+    status: CancellationStatus
     fee: Money | None = None
 
 
 # --- payment activities --------------------------------------------------------------------------
+
+
+class IntentStatus(StrEnum):
+    """A Stripe PaymentIntent's status, in Stripe's words."""
+
+    REQUIRES_PAYMENT_METHOD = "requires_payment_method"
+    REQUIRES_CONFIRMATION = "requires_confirmation"
+    REQUIRES_ACTION = "requires_action"
+    PROCESSING = "processing"
+    REQUIRES_CAPTURE = "requires_capture"
+    CANCELED = "canceled"
+    SUCCEEDED = "succeeded"
 
 
 @dataclass(frozen=True)
@@ -179,7 +215,7 @@ class PaymentAuthorization:
     """The PaymentIntent once confirmed: `requires_capture`, or `requires_action` for 3-D Secure."""
 
     payment_intent_id: str
-    status: str
+    status: IntentStatus
     amount: Money
     client_secret: str | None = None
 
@@ -192,7 +228,7 @@ class GetPaymentInput:
 @dataclass(frozen=True)
 class PaymentState:
     payment_intent_id: str
-    status: str
+    status: IntentStatus
     amount_capturable: int = 0
     amount_received: int = 0
     amount_refunded: int = 0
@@ -211,9 +247,18 @@ class VoidPaymentInput:
     payment_intent_id: str | None = None
 
 
+class VoidStatus(StrEnum):
+    """How void-if-present left the payment: authorization cancelled, capture refunded, or no
+    PaymentIntent was ever created."""
+
+    VOIDED = "voided"
+    REFUNDED = "refunded"
+    ABSENT = "absent"
+
+
 @dataclass(frozen=True)
 class PaymentVoid:
-    status: str
+    status: VoidStatus
     refunded: Money | None = None
 
 
@@ -260,7 +305,7 @@ class TimelineEntry:
 
 @dataclass(frozen=True)
 class BookingError:
-    type: str
+    type: ErrorType
     message: str
 
 

@@ -20,6 +20,7 @@ from workflows.contracts import (
     AttentionView,
     BookingError,
     BookingView,
+    ErrorType,
     ItemView,
     PaymentView,
     TimelineEntry,
@@ -104,7 +105,7 @@ class BookingState:
         for view in self.items.values():
             if view.error is not None:
                 return view.error
-        return BookingError("SUPPLIER_REFUSED", "no item could be booked")
+        return BookingError(ErrorType.SUPPLIER_REFUSED, "no item could be booked")
 
     def confirmation_order(
         self, at: datetime, *, uncancellable_last: bool = True

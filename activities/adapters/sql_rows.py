@@ -42,6 +42,7 @@ from workflows.contracts import (
     AttentionView,
     BookingError,
     BookingView,
+    ErrorType,
     ItemView,
     PaymentView,
     TimelineEntry,
@@ -283,7 +284,7 @@ def booking_view(
         error=(
             None
             if booking.error_type is None
-            else BookingError(booking.error_type, booking.error_message or "")
+            else BookingError(ErrorType(booking.error_type), booking.error_message or "")
         ),
         attention=_attention(booking),
         version=booking.version,
@@ -320,7 +321,7 @@ def _item_view(item: BookingItemRow, currency: str) -> ItemView:
         error=(
             None
             if item.error_type is None
-            else BookingError(item.error_type, item.error_message or "")
+            else BookingError(ErrorType(item.error_type), item.error_message or "")
         ),
         held_price=_optional_money(item.held_price_minor, currency),
     )
