@@ -27,7 +27,7 @@ from api.events import BookingWatcher, PostgresChangeListener
 from api.limits import BodySizeLimit
 from api.rate_limits import Clock, RateLimiter
 from api.routes import admin, booking_events, bookings, checkout, codec, health, webhooks
-from passage.bookings import BookingKeys, BookingService
+from api.service import BookingKeys, BookingService
 from passage.codec import LedgerCipher
 from passage.settings import Settings
 from passage.temporal import connect, data_converter

@@ -20,7 +20,7 @@ from activities.adapters.sql_store import SqlBookingStore
 from api.errors import ApiError
 from api.events import BookingWatcher
 from api.rate_limits import RateLimiter, retry_after
-from passage.bookings import BookingKeys, BookingService, EngineUnavailable
+from api.service import BookingKeys, BookingService, EngineUnavailable
 from passage.settings import Settings
 from passage.webhook_events import ProcessedWebhookEvents
 

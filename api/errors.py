@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError
 
 from api.schemas import ErrorDetail, ErrorResponse, FieldError
-from passage.bookings import BookingNotFound, EngineUnavailable, IdempotencyConflict, NotApplicable
+from api.service import BookingNotFound, EngineUnavailable, IdempotencyConflict, NotApplicable
 
 log = structlog.get_logger("passage.api")
 

@@ -41,7 +41,7 @@ from temporalio.service import RPCError
 
 from activities.adapters.sql_store import BOOKING_CHANGED_CHANNEL, StoredBooking
 from api.schemas import BookingOut, TimelineEntryOut
-from passage.bookings import BookingService, EngineUnavailable
+from api.service import BookingService, EngineUnavailable
 from workflows.contracts import BookingView, TimelineEntry
 from workflows.model import BookingStatus
 

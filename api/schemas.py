@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from activities.adapters.sql_store import BookingSummary, PersonalData
-from passage.bookings import NewBooking, NewItem, StartedBooking
+from api.service import NewBooking, NewItem, StartedBooking
 from workflows import contracts
 from workflows import model as domain
 from workflows.model import BookingStatus, ItemKind, ItemStatus, PaymentStatus

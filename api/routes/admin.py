@@ -21,7 +21,7 @@ from api.schemas import (
     StaffNote,
     StaffReset,
 )
-from passage.bookings import BookingRecord, BookingService, CommandResult, UpdateOutcome
+from api.service import BookingRecord, BookingService, CommandResult, UpdateOutcome
 from workflows.contracts import CancelBookingRequest, StaffAction
 from workflows.model import BookingStatus, workflow_id_for
 

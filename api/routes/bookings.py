@@ -14,7 +14,7 @@ from api.deps import (
 )
 from api.errors import error_responses
 from api.schemas import BookingAccepted, BookingCreate, BookingOut, PriceDecisionIn
-from passage.bookings import UpdateOutcome
+from api.service import UpdateOutcome
 from workflows.contracts import CancelBookingRequest, PriceDecision
 
 #: Every checkout endpoint is rate limited per client and per booking (api/rate_limits.py).

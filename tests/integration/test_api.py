@@ -27,8 +27,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.adapters.sql_store import SqlBookingStore, make_engine
 from api.app import create_app
+from api.service import MEMO_ACCESS_TOKEN_HASH, MEMO_REQUEST_HASH, MEMO_VIEW
 from bench.engine import payment_intent_event
-from passage.bookings import MEMO_ACCESS_TOKEN_HASH, MEMO_REQUEST_HASH, MEMO_VIEW
 from passage.codec import LedgerCipher
 from passage.webhook_events import SqlProcessedWebhookEvents
 from tests.support.api import client_on, running_api
