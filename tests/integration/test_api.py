@@ -27,7 +27,6 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.adapters.sql_store import SqlBookingStore, make_engine
 from api.app import create_app
-from api.service import MEMO_ACCESS_TOKEN_HASH, MEMO_REQUEST_HASH, MEMO_VIEW
 from bench.engine import payment_intent_event
 from passage.codec import LedgerCipher
 from passage.webhook_events import SqlProcessedWebhookEvents
@@ -39,6 +38,7 @@ from tests.support.stack import Engine
 from tests.support.stripe import CARD_3DS, CARD_OK, StripeHarness
 from workflows import search
 from workflows.contracts import BookingView, PaymentEvent
+from workflows.memo import MEMO_ACCESS_TOKEN_HASH, MEMO_REQUEST_HASH, MEMO_VIEW
 from workflows.model import Money
 
 FLIGHT = "fl-aurora-cdg-jfk"  # aurora-air, fee 1000 bps, free period over

@@ -44,7 +44,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.adapters.sql_store import SqlBookingStore, make_engine
 from api.app import create_app
-from api.service import BookingKeys
+from api.identity import BookingKeys
 from passage.codec import LedgerCipher
 from passage.settings import Settings
 from passage.temporal import connect
