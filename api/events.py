@@ -40,7 +40,7 @@ from sse_starlette import ServerSentEvent
 from temporalio.service import RPCError
 
 from activities.adapters.sql_store import BOOKING_CHANGED_CHANNEL, StoredBooking
-from api.schemas import BookingOut, TimelineEntryOut
+from api.schemas.bookings import BookingOut, TimelineEntryOut
 from api.service import BookingService, EngineUnavailable
 from workflows.contracts import BookingView, TimelineEntry
 from workflows.model import BookingStatus

@@ -13,14 +13,14 @@ from pydantic_core import PydanticCustomError
 from activities.adapters.sql_store import MAX_PAGE_SIZE, InvalidCursor
 from api.deps import BookingIdPath, ServiceDep, StaffDep
 from api.errors import ApiError, error_responses
-from api.schemas import (
+from api.schemas.admin import (
     AdminBookingOut,
     BookingList,
     BookingSummaryOut,
-    FieldError,
     StaffNote,
     StaffReset,
 )
+from api.schemas.errors import FieldError
 from api.service import BookingRecord, BookingService, CommandResult, UpdateOutcome
 from workflows.contracts import CancelBookingRequest, StaffAction
 from workflows.model import BookingStatus, workflow_id_for

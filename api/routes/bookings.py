@@ -13,7 +13,7 @@ from api.deps import (
     enforce_rate_limits,
 )
 from api.errors import error_responses
-from api.schemas import BookingAccepted, BookingCreate, BookingOut, PriceDecisionIn
+from api.schemas.bookings import BookingAccepted, BookingCreate, BookingOut, PriceDecisionIn
 from api.service import UpdateOutcome
 from workflows.contracts import CancelBookingRequest, PriceDecision
 
