@@ -1,7 +1,7 @@
 """Booking commands and reads behind the HTTP API: start, find, view, steer, forward webhooks.
 
-Everything here speaks Temporal and the ledger, never HTTP, so the API stays a thin translation
-layer and the CLI or a test can use the same logic.
+Everything here speaks Temporal and the ledger, never HTTP, so the routes stay a thin translation
+layer and a test can drive the same logic without a server (the CLI goes through the HTTP API).
 
 A booking's id, access token and request fingerprint are derived (api/identity.py): one
 Idempotency-Key is one booking, and a repeat with the same key and another body is told apart from
