@@ -19,7 +19,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.adapters.http_supplier import HttpSupplierClient
-from activities.adapters.sql_store import SqlBookingStore, make_engine
+from activities.adapters.sql_engine import make_engine
+from activities.adapters.sql_store import SqlBookingStore
 from activities.adapters.stripe_gateway import StripePaymentGateway
 from activities.payments import PaymentActivities
 from activities.records import RecordActivities

@@ -19,7 +19,8 @@ from fastapi import Depends, FastAPI
 from temporalio.client import Client
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from activities.adapters.sql_store import SqlBookingStore, make_engine
+from activities.adapters.sql_engine import make_engine
+from activities.adapters.sql_store import SqlBookingStore
 from api import errors, metrics, request_ids
 from api.codec_access import CodecAccess, CodecCors
 from api.deps import ApiState, TemporalNotConnected

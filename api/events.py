@@ -39,7 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sse_starlette import ServerSentEvent
 from temporalio.service import RPCError
 
-from activities.adapters.sql_store import BOOKING_CHANGED_CHANNEL, StoredBooking
+from activities.ports import BOOKING_CHANGED_CHANNEL, StoredBooking
 from api.schemas.bookings import BookingOut, TimelineEntryOut
 from api.service import BookingService, EngineUnavailable
 from workflows.contracts import BookingView, TimelineEntry

@@ -45,11 +45,12 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.adapters.sql_runs import ResetInProgress
-from activities.adapters.sql_store import (
+from activities.ports import (
     BookingSummary,
     LedgerStore,
     PersonalData,
+    ResetInProgress,
+    StaffSearch,
     StoredBooking,
 )
 from api.identity import (
@@ -423,27 +424,9 @@ class BookingService:
             log.warning("ledger read failed: no personal data", error=type(err).__name__)
             return None
 
-    async def search(
-        self,
-        *,
-        status: BookingStatus | None = None,
-        email: str | None = None,
-        created_from: datetime | None = None,
-        created_to: datetime | None = None,
-        supplier: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> tuple[list[BookingSummary], str | None]:
+    async def search(self, query: StaffSearch) -> tuple[list[BookingSummary], str | None]:
         """Staff search over the ledger (raises InvalidCursor / ValueError on bad paging)."""
-        return await self._store.search(
-            status=status,
-            email=email,
-            created_from=created_from,
-            created_to=created_to,
-            supplier=supplier,
-            limit=limit,
-            cursor=cursor,
-        )
+        return await self._store.search(query)
 
     # --- commands --------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from activities.adapters.sql_store import BookingSummary, PersonalData
+from activities.ports import BookingSummary, PersonalData
 from api.schemas import examples
 from api.schemas.bookings import AttentionOut, BookingOut, TimelineEntryOut
 from api.schemas.fields import Money, Note, StepName

@@ -25,7 +25,8 @@ from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.adapters.sql_store import SqlBookingStore, make_engine
+from activities.adapters.sql_engine import make_engine
+from activities.adapters.sql_store import SqlBookingStore
 from api.app import create_app
 from bench.engine import payment_intent_event
 from passage.codec import LedgerCipher

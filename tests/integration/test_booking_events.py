@@ -25,7 +25,8 @@ from fastapi import FastAPI
 from sse_starlette import ServerSentEvent
 from temporalio.client import Client
 
-from activities.adapters.sql_store import SqlBookingStore, make_engine
+from activities.adapters.sql_engine import make_engine
+from activities.adapters.sql_store import SqlBookingStore
 from api.app import create_app
 from api.deps import ApiState
 from api.events import (

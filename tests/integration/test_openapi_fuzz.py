@@ -42,7 +42,8 @@ from schemathesis.specs.openapi.checks import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.adapters.sql_store import SqlBookingStore, make_engine
+from activities.adapters.sql_engine import make_engine
+from activities.adapters.sql_store import SqlBookingStore
 from api.app import create_app
 from api.identity import BookingKeys
 from passage.codec import LedgerCipher
