@@ -19,8 +19,9 @@ from temporalio.converter import PayloadCodec
 from activities.ports import LedgerStore
 from api.errors import ApiError
 from api.events import BookingWatcher
+from api.identity import BookingKeys
 from api.rate_limits import RateLimiter, retry_after
-from passage.bookings import BookingKeys, BookingService, EngineUnavailable
+from api.service import BookingService, EngineUnavailable
 from passage.settings import Settings
 from passage.webhook_events import ProcessedWebhookEvents
 

@@ -40,8 +40,8 @@ from sse_starlette import ServerSentEvent
 from temporalio.service import RPCError
 
 from activities.ports import BOOKING_CHANGED_CHANNEL, StoredBooking
-from api.schemas import BookingOut, TimelineEntryOut
-from passage.bookings import BookingService, EngineUnavailable
+from api.schemas.bookings import BookingOut, TimelineEntryOut
+from api.service import BookingService, EngineUnavailable
 from workflows.contracts import BookingView, TimelineEntry
 from workflows.model import BookingStatus
 

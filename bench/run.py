@@ -57,7 +57,7 @@ from temporalio.client import Client, WorkflowExecutionCount
 from tenacity import AsyncRetrying, retry_if_result, stop_after_delay, wait_fixed
 
 from activities.adapters.http_supplier import HttpSupplierClient
-from api.schemas import MAX_ITEMS as API_ITEM_LIMIT
+from api.schemas.fields import MAX_ITEMS as API_ITEM_LIMIT
 from bench import report
 from bench.engine import CARD_3DS, CARD_OK, STRIPE_KEY, CpuMeter, Engine, payment_methods, rss_bytes
 from bench.floor import FloorWorker, run_floor

@@ -34,8 +34,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.ports import MAX_PAGE_SIZE, LedgerStore, StaffSearch
 from passage.checker import BookingEvidence, Json
-from workflows.booking import MEMO_VIEW, BookingWorkflow
+from workflows.booking import BookingWorkflow
 from workflows.contracts import BookingView
+from workflows.memo import MEMO_VIEW
 
 
 class EngineViews(Protocol):

@@ -51,6 +51,7 @@ from workflows.contracts import (
     VoidPaymentInput,
     VoidStatus,
 )
+from workflows.memo import MEMO_VIEW
 from workflows.model import BookingRequest, BookingStatus, ItemStatus, Money, PaymentStatus
 from workflows.saga import Compensation, Compensations, UndoKind, price_moved
 from workflows.state import BookingState
@@ -69,8 +70,6 @@ AUTHORIZE_WINDOW = timedelta(hours=1)
 PAYMENT_POLL_SECONDS = 10.0
 PAYMENT_POLL_MAX_SECONDS = 60.0
 
-#: The memo key of the booking's view: set by the API at start, carried over a continue-as-new.
-MEMO_VIEW = "view"
 #: Bookings started since this patch publish once per activation, and write the ledger as a local
 #: activity with no memo upserts (docs/performance.md); older histories replay the old way.
 LEAN_HISTORY_PATCH = "lean-history"

@@ -223,5 +223,15 @@ class BookingState:
         )
 
 
+def initial_view(request: BookingRequest) -> BookingView:
+    """The view before the workflow ran: what the memo shows until a worker picks the saga up."""
+    return BookingState.new(request).view(request.created_at)
+
+
+def initial_search_attributes(request: BookingRequest) -> TypedSearchAttributes:
+    """All six search attributes from the first moment, so the UI lists the booking at once."""
+    return BookingState.new(request).search_attributes()
+
+
 def _uncancellable(view: ItemView) -> bool:
     return view.cancellation is not None and not view.cancellation.cancellable

@@ -160,7 +160,7 @@ class SqlBookingStore:
     async def mark_webhook_event_processed(self, event_id: str) -> bool:
         """True the first time `event_id` is seen, False ever after (atomic across processes).
 
-        Marked only once its booking was signalled (passage.bookings), so a mark means "done"
+        Marked only once its booking was signalled (api.service), so a mark means "done"
         and is never taken back: there is no unmark, and no claim held while signalling.
         """
         return await asyncio.to_thread(self._mark_webhook_event, event_id)

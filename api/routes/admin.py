@@ -13,15 +13,15 @@ from pydantic_core import PydanticCustomError
 from activities.ports import MAX_PAGE_SIZE, InvalidCursor, StaffSearch
 from api.deps import BookingIdPath, ServiceDep, StaffDep
 from api.errors import ApiError, error_responses
-from api.schemas import (
+from api.schemas.admin import (
     AdminBookingOut,
     BookingList,
     BookingSummaryOut,
-    FieldError,
     StaffNote,
     StaffReset,
 )
-from passage.bookings import BookingRecord, BookingService, CommandResult, UpdateOutcome
+from api.schemas.errors import FieldError
+from api.service import BookingRecord, BookingService, CommandResult, UpdateOutcome
 from workflows.contracts import CancelBookingRequest, StaffAction
 from workflows.model import BookingStatus, workflow_id_for
 

@@ -35,8 +35,8 @@ from api.events import (
     PostgresChangeListener,
     booking_events,
 )
+from api.service import BookingService
 from bench.engine import booking_body
-from passage.bookings import BookingService
 from passage.codec import LedgerCipher
 from tests.support.api import served_over_tcp
 from tests.support.bookings import FLIGHT, HOTEL, offer
