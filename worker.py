@@ -14,12 +14,14 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 
 import httpx
+import stripe
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.adapters.http_supplier import HttpSupplierClient
-from activities.adapters.sql_store import SqlBookingStore, make_engine
+from activities.adapters.sql_engine import make_engine
+from activities.adapters.sql_store import SqlBookingStore
 from activities.adapters.stripe_gateway import StripePaymentGateway
 from activities.payments import PaymentActivities
 from activities.records import RecordActivities
@@ -33,6 +35,24 @@ from passage.tuning import WORKER_OPTIONS
 from workflows.booking import BookingWorkflow
 
 log = structlog.get_logger("passage.worker")
+
+
+def make_stripe_gateway(
+    api_key: str, api_base: str, *, timeout_seconds: float = 10.0
+) -> StripePaymentGateway:
+    """The payment gateway on `api_base` (the emulator in development, Stripe in production).
+
+    The SDK never retries (`max_network_retries=0`): Temporal owns retries, and every write is
+    idempotent under its key. The gateway owns the HTTP client and closes it in `aclose`.
+    """
+    http_client = stripe.HTTPXClient(timeout=timeout_seconds)
+    client = stripe.StripeClient(
+        api_key,
+        base_addresses={"api": api_base},
+        max_network_retries=0,
+        http_client=http_client,
+    )
+    return StripePaymentGateway(client, http_client)
 
 
 @contextlib.asynccontextmanager
@@ -49,7 +69,7 @@ async def booking_worker(
     test_upgrades.py).
     """
     engine = make_engine(settings.database_url)
-    gateway = StripePaymentGateway.from_settings(settings)
+    gateway = make_stripe_gateway(settings.stripe_api_key, settings.stripe_api_base)
     async with httpx.AsyncClient(
         base_url=settings.supplier_url, timeout=settings.supplier_timeout_seconds
     ) as http:

@@ -7,13 +7,10 @@ happens next. Logs carry ids and statuses only: never card data, client secrets 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import structlog
 from temporalio import activity
 
-from activities.errors import BusinessError, TransientError
+from activities.errors import application_errors
 from activities.ports import PaymentGateway
 from workflows import contracts
 from workflows.contracts import ActivityName
@@ -24,14 +21,17 @@ class PaymentActivities:
 
     def __init__(self, gateway: PaymentGateway) -> None:
         self._gateway = gateway
+        self._log = structlog.get_logger(__name__)
 
     @activity.defn(name=ActivityName.AUTHORIZE_PAYMENT.value)
     async def authorize_payment(
         self, request: contracts.AuthorizePaymentInput
     ) -> contracts.PaymentAuthorization:
-        with _as_application_errors(ActivityName.AUTHORIZE_PAYMENT, booking_id=request.booking_id):
+        with application_errors(
+            self._log, "payment", ActivityName.AUTHORIZE_PAYMENT, booking_id=request.booking_id
+        ):
             result = await self._gateway.authorize(request)
-        _log().info(
+        self._log.info(
             "payment.authorized",
             booking_id=request.booking_id,
             payment_intent_id=result.payment_intent_id,
@@ -43,8 +43,11 @@ class PaymentActivities:
 
     @activity.defn(name=ActivityName.GET_PAYMENT.value)
     async def get_payment(self, request: contracts.GetPaymentInput) -> contracts.PaymentState:
-        with _as_application_errors(
-            ActivityName.GET_PAYMENT, payment_intent_id=request.payment_intent_id
+        with application_errors(
+            self._log,
+            "payment",
+            ActivityName.GET_PAYMENT,
+            payment_intent_id=request.payment_intent_id,
         ):
             return await self._gateway.get(request)
 
@@ -53,9 +56,11 @@ class PaymentActivities:
         self, request: contracts.VoidPaymentInput
     ) -> contracts.PaymentVoid:
         booking_id = request.authorization.booking_id
-        with _as_application_errors(ActivityName.VOID_PAYMENT, booking_id=booking_id):
+        with application_errors(
+            self._log, "payment", ActivityName.VOID_PAYMENT, booking_id=booking_id
+        ):
             result = await self._gateway.void(request)
-        _log().info(
+        self._log.info(
             "payment.voided",
             booking_id=booking_id,
             payment_intent_id=request.payment_intent_id,
@@ -68,9 +73,11 @@ class PaymentActivities:
     async def capture_payment(
         self, request: contracts.CapturePaymentInput
     ) -> contracts.PaymentCapture:
-        with _as_application_errors(ActivityName.CAPTURE_PAYMENT, booking_id=request.booking_id):
+        with application_errors(
+            self._log, "payment", ActivityName.CAPTURE_PAYMENT, booking_id=request.booking_id
+        ):
             result = await self._gateway.capture(request)
-        _log().info(
+        self._log.info(
             "payment.captured",
             booking_id=request.booking_id,
             payment_intent_id=request.payment_intent_id,
@@ -82,9 +89,11 @@ class PaymentActivities:
     async def refund_payment(
         self, request: contracts.RefundPaymentInput
     ) -> contracts.PaymentRefund:
-        with _as_application_errors(ActivityName.REFUND_PAYMENT, booking_id=request.booking_id):
+        with application_errors(
+            self._log, "payment", ActivityName.REFUND_PAYMENT, booking_id=request.booking_id
+        ):
             result = await self._gateway.refund(request)
-        _log().info(
+        self._log.info(
             "payment.refunded",
             booking_id=request.booking_id,
             payment_intent_id=request.payment_intent_id,
@@ -93,20 +102,3 @@ class PaymentActivities:
             amount_minor=result.amount.amount_minor,
         )
         return result
-
-
-def _log() -> structlog.stdlib.BoundLogger:
-    return structlog.stdlib.get_logger("passage.payments")
-
-
-@contextlib.contextmanager
-def _as_application_errors(step: ActivityName, **ids: str) -> Iterator[None]:
-    """Turn the gateway's classified failures into the ApplicationErrors Temporal acts on."""
-    try:
-        yield
-    except BusinessError as error:
-        _log().warning(f"payment.{step.value}.refused", error_type=error.error_type.value, **ids)
-        raise error.to_application_error() from error
-    except TransientError as error:
-        _log().warning(f"payment.{step.value}.unavailable", error=str(error), **ids)
-        raise error.to_application_error() from error

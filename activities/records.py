@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import structlog
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from activities.errors import BusinessError, application_errors
 from activities.ports import BookingStore
 from workflows.contracts import ActivityName, ErrorType, RecordBookingInput
 
@@ -26,14 +26,14 @@ class RecordActivities:
     @activity.defn(name=ActivityName.RECORD_BOOKING.value)
     async def record_booking(self, snapshot: RecordBookingInput) -> None:
         view = snapshot.view
-        try:
-            await self._store.record(snapshot, run_id=activity.info().workflow_run_id)
-        except ValueError as error:
-            raise ApplicationError(
-                f"ledger refused snapshot: {error}",
-                type=ErrorType.INVALID_REQUEST.value,
-                non_retryable=True,
-            ) from error
+        with application_errors(
+            self._log, "ledger", ActivityName.RECORD_BOOKING, booking_id=view.booking_id
+        ):
+            try:
+                await self._store.record(snapshot, run_id=activity.info().workflow_run_id)
+            except ValueError as error:
+                message = f"ledger refused snapshot: {error}"
+                raise BusinessError(ErrorType.INVALID_REQUEST, message) from error
         # Ids and states only: the snapshot also carries the customer's e-mail and travellers.
         self._log.info(
             "ledger.recorded",

@@ -8,13 +8,10 @@ Logs carry ids and references only, never traveller data.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Any, TypeVar
-
 import structlog
 from temporalio import activity
 
-from activities.errors import BusinessError, TransientError
+from activities.errors import application_errors
 from activities.ports import SupplierClient
 from workflows.contracts import (
     ActivityName,
@@ -30,8 +27,6 @@ from workflows.contracts import (
     ReleaseItemInput,
 )
 
-T = TypeVar("T")
-
 
 class SupplierActivities:
     """The supplier activities, bound to one `SupplierClient` by the worker's composition root."""
@@ -42,13 +37,15 @@ class SupplierActivities:
 
     @activity.defn(name=ActivityName.QUOTE_ITEM.value)
     async def quote_item(self, request: QuoteItemInput) -> ItemQuote:
-        quote = await self._call(
+        with application_errors(
+            self._log,
+            "supplier",
             ActivityName.QUOTE_ITEM,
-            self._client.quote(request),
             booking_id=request.booking_id,
             item_id=request.item_id,
             offer_id=request.offer_id,
-        )
+        ):
+            quote = await self._client.quote(request)
         self._log.info(
             "supplier.quoted",
             booking_id=request.booking_id,
@@ -62,13 +59,15 @@ class SupplierActivities:
 
     @activity.defn(name=ActivityName.HOLD_ITEM.value)
     async def hold_item(self, request: HoldItemInput) -> ItemHold:
-        hold = await self._call(
+        with application_errors(
+            self._log,
+            "supplier",
             ActivityName.HOLD_ITEM,
-            self._client.hold(request),
             booking_id=request.booking_id,
             item_id=request.item_id,
             offer_id=request.offer_id,
-        )
+        ):
+            hold = await self._client.hold(request)
         self._log.info(
             "supplier.held",
             booking_id=request.booking_id,
@@ -82,13 +81,15 @@ class SupplierActivities:
 
     @activity.defn(name=ActivityName.CONFIRM_ITEM.value)
     async def confirm_item(self, request: ConfirmItemInput) -> ItemConfirmation:
-        confirmation = await self._call(
+        with application_errors(
+            self._log,
+            "supplier",
             ActivityName.CONFIRM_ITEM,
-            self._client.confirm(request),
             booking_id=request.booking_id,
             item_id=request.item_id,
             hold_ref=request.hold_ref,
-        )
+        ):
+            confirmation = await self._client.confirm(request)
         self._log.info(
             "supplier.confirmed",
             booking_id=request.booking_id,
@@ -100,13 +101,15 @@ class SupplierActivities:
 
     @activity.defn(name=ActivityName.RELEASE_ITEM.value)
     async def release_item_if_present(self, request: ReleaseItemInput) -> ItemRelease:
-        release = await self._call(
+        with application_errors(
+            self._log,
+            "supplier",
             ActivityName.RELEASE_ITEM,
-            self._client.release(request),
             booking_id=request.booking_id,
             item_id=request.item_id,
             hold_ref=request.hold_ref,
-        )
+        ):
+            release = await self._client.release(request)
         self._log.info(
             "supplier.released",
             booking_id=request.booking_id,
@@ -118,13 +121,15 @@ class SupplierActivities:
 
     @activity.defn(name=ActivityName.CANCEL_ITEM.value)
     async def cancel_item_if_confirmed(self, request: CancelItemInput) -> ItemCancellation:
-        cancellation = await self._call(
+        with application_errors(
+            self._log,
+            "supplier",
             ActivityName.CANCEL_ITEM,
-            self._client.cancel(request),
             booking_id=request.booking_id,
             item_id=request.item_id,
             supplier_ref=request.supplier_ref,
-        )
+        ):
+            cancellation = await self._client.cancel(request)
         self._log.info(
             "supplier.cancelled",
             booking_id=request.booking_id,
@@ -134,27 +139,3 @@ class SupplierActivities:
             fee_minor=None if cancellation.fee is None else cancellation.fee.amount_minor,
         )
         return cancellation
-
-    async def _call(self, name: ActivityName, call: Awaitable[T], **ids: Any) -> T:
-        """Await the port call, turning adapter errors into the ApplicationError Temporal sees."""
-        try:
-            return await call
-        except BusinessError as err:
-            # Final: the saga decides what to do, Temporal does not retry.
-            self._log.warning(
-                "supplier.refused",
-                activity=name.value,
-                attempt=activity.info().attempt,
-                error_type=err.error_type.value,
-                **ids,
-            )
-            raise err.to_application_error() from err
-        except TransientError as err:
-            self._log.warning(
-                "supplier.unavailable",
-                activity=name.value,
-                attempt=activity.info().attempt,
-                error=str(err),
-                **ids,
-            )
-            raise err.to_application_error() from err

@@ -19,15 +19,17 @@ from fastapi import Depends, FastAPI
 from temporalio.client import Client
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from activities.adapters.sql_store import SqlBookingStore, make_engine
+from activities.adapters.sql_engine import make_engine
+from activities.adapters.sql_store import SqlBookingStore
 from api import errors, metrics, request_ids
 from api.codec_access import CodecAccess, CodecCors
 from api.deps import ApiState, TemporalNotConnected
 from api.events import BookingWatcher, PostgresChangeListener
+from api.identity import BookingKeys
 from api.limits import BodySizeLimit
 from api.rate_limits import Clock, RateLimiter
 from api.routes import admin, booking_events, bookings, checkout, codec, health, webhooks
-from passage.bookings import BookingKeys, BookingService
+from api.service import BookingService
 from passage.codec import LedgerCipher
 from passage.settings import Settings
 from passage.temporal import connect, data_converter

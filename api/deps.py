@@ -16,11 +16,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 from temporalio.converter import PayloadCodec
 
-from activities.adapters.sql_store import SqlBookingStore
+from activities.ports import LedgerStore
 from api.errors import ApiError
 from api.events import BookingWatcher
+from api.identity import BookingKeys
 from api.rate_limits import RateLimiter, retry_after
-from passage.bookings import BookingKeys, BookingService, EngineUnavailable
+from api.service import BookingService, EngineUnavailable
 from passage.settings import Settings
 from passage.webhook_events import ProcessedWebhookEvents
 
@@ -41,7 +42,7 @@ class ApiState:
     """What the lifespan built; `connected` once Temporal answered."""
 
     settings: Settings
-    store: SqlBookingStore
+    store: LedgerStore
     keys: BookingKeys
     codec: PayloadCodec | None
     processed_events: ProcessedWebhookEvents

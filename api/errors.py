@@ -18,8 +18,8 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError
 
-from api.schemas import ErrorDetail, ErrorResponse, FieldError
-from passage.bookings import BookingNotFound, EngineUnavailable, IdempotencyConflict, NotApplicable
+from api.schemas.errors import ErrorDetail, ErrorResponse, FieldError
+from api.service import BookingNotFound, EngineUnavailable, IdempotencyConflict, NotApplicable
 
 log = structlog.get_logger("passage.api")
 

@@ -39,9 +39,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sse_starlette import ServerSentEvent
 from temporalio.service import RPCError
 
-from activities.adapters.sql_store import BOOKING_CHANGED_CHANNEL, StoredBooking
-from api.schemas import BookingOut, TimelineEntryOut
-from passage.bookings import BookingService, EngineUnavailable
+from activities.ports import BOOKING_CHANGED_CHANNEL, StoredBooking
+from api.schemas.bookings import BookingOut, TimelineEntryOut
+from api.service import BookingService, EngineUnavailable
 from workflows.contracts import BookingView, TimelineEntry
 from workflows.model import BookingStatus
 

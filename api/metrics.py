@@ -25,7 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from activities.adapters.sql_ledger_totals import LedgerTotals
+from activities.ports import LedgerTotals
 
 log = structlog.get_logger("passage.api.metrics")
 

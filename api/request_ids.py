@@ -16,7 +16,7 @@ import structlog
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from passage.bookings import BOOKING_ID
+from api.identity import BOOKING_ID
 
 HEADER = "x-request-id"
 #: What a caller's id may look like: a UUID, a trace id, `req-123`... and nothing with an `@`.

@@ -9,7 +9,7 @@ API when it accepted the `POST`) to the `at` of the timeline entry that made it 
 Passage's clock. The client times its own calls too (`POST /bookings`, every `GET`, every webhook
 delivery, every cancel).
 
-Itineraries larger than the API accepts (`api.schemas.MAX_ITEMS`) are started the way the API
+Itineraries larger than the API accepts (`api.schemas.fields.MAX_ITEMS`) are started the way the API
 starts them, on Temporal directly (`DirectBookings`), and read with the workflow's `view` query.
 """
 

@@ -139,10 +139,7 @@ class PeerSaga:
                 f"hold {item.item_id}",
                 lambda: self._suppliers.release(ReleaseItemInput(booking_id, item.item_id)),
             )
-            supplier = quotes[item.item_id].supplier
-            return self._suppliers.hold(
-                HoldItemInput(booking_id, item.item_id, item.offer_id, 1, supplier)
-            )
+            return self._suppliers.hold(HoldItemInput(booking_id, item.item_id, item.offer_id, 1))
 
         holds = await self._each(items, hold, undo)
         items = [item for item in items if item.item_id in holds]

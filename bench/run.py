@@ -53,13 +53,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import stripe
 from temporalio.client import Client, WorkflowExecutionCount
 from tenacity import AsyncRetrying, retry_if_result, stop_after_delay, wait_fixed
 
 from activities.adapters.http_supplier import HttpSupplierClient
-from activities.adapters.stripe_gateway import StripePaymentGateway
-from api.schemas import MAX_ITEMS as API_ITEM_LIMIT
+from api.schemas.fields import MAX_ITEMS as API_ITEM_LIMIT
 from bench import report
 from bench.engine import CARD_3DS, CARD_OK, STRIPE_KEY, CpuMeter, Engine, payment_methods, rss_bytes
 from bench.floor import FloorWorker, run_floor
@@ -84,6 +82,7 @@ from bench.passage_load import (
 from bench.peer import PeerFailed, PeerItem, PeerSaga
 from passage.settings import Environment, Settings
 from passage.temporal import connect
+from worker import make_stripe_gateway
 from workflows.model import Money
 
 Json = dict[str, Any]
@@ -540,16 +539,7 @@ async def bench_main(args: argparse.Namespace, engine: Engine, floor_worker: Flo
     # Histories and the floor: plain payloads (bare Temporal); direct bookings: Passage's codec.
     temporal = await Client.connect(engine.temporal_address)
     passage_temporal = await connect(settings)
-    gateway_http = stripe.HTTPXClient(timeout=10.0)
-    gateway = StripePaymentGateway(
-        stripe.StripeClient(
-            STRIPE_KEY,
-            base_addresses={"api": engine.stripe},
-            max_network_retries=0,
-            http_client=gateway_http,
-        ),
-        gateway_http,
-    )
+    gateway = make_stripe_gateway(STRIPE_KEY, engine.stripe)
     async with (
         httpx.AsyncClient(base_url=engine.api, timeout=timeout, limits=limits) as api,
         httpx.AsyncClient(base_url=engine.simulator, timeout=timeout, limits=limits) as sim,

@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 from sqlmodel import SQLModel
 
 import activities.adapters.tables  # noqa: F401  (registers the ledger tables on SQLModel.metadata)
-from activities.adapters.sql_store import for_writing, make_engine
+from activities.adapters.sql_engine import for_writing, make_engine
 from passage.settings import DATABASE_NEEDS, LEDGER_TOOL_NEEDS, Settings
 
 

@@ -32,10 +32,11 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.adapters.sql_store import MAX_PAGE_SIZE, LedgerStore
+from activities.ports import MAX_PAGE_SIZE, LedgerStore, StaffSearch
 from passage.checker import BookingEvidence, Json
-from workflows.booking import MEMO_VIEW, BookingWorkflow
+from workflows.booking import BookingWorkflow
 from workflows.contracts import BookingView
+from workflows.memo import MEMO_VIEW
 
 
 class EngineViews(Protocol):
@@ -146,7 +147,7 @@ async def _ledger_booking_ids(sources: CheckSources) -> list[str]:
     ids: list[str] = []
     cursor: str | None = None
     while True:
-        page, cursor = await sources.store.search(limit=MAX_PAGE_SIZE, cursor=cursor)
+        page, cursor = await sources.store.search(StaffSearch(limit=MAX_PAGE_SIZE, cursor=cursor))
         ids += [summary.booking_id for summary in page]
         if cursor is None:
             return ids

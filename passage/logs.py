@@ -196,7 +196,7 @@ def redact_query(path: str) -> str:
 
 #: A PaymentIntent's client secret (`pi_..._secret_...`): the key to confirm it in the browser.
 CLIENT_SECRET = re.compile(r"pi_\w+_secret_\w+")
-#: A booking access token as `passage.bookings.BookingKeys` makes it: 43 URL-safe base64 chars.
+#: A booking access token as `api.identity.BookingKeys` makes it: 43 URL-safe base64 chars.
 ACCESS_TOKEN_SHAPE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
 
 

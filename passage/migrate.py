@@ -26,7 +26,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, text
 
-from activities.adapters.sql_store import for_writing, make_engine
+from activities.adapters.sql_engine import for_writing, make_engine
 from passage.settings import DATABASE_NEEDS, LEDGER_TOOL_NEEDS, Settings
 
 #: An arbitrary 64-bit key, the same in every Passage process: serializes concurrent migrators.

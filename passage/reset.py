@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType, ResetReapplyExcludeType
@@ -34,6 +34,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from activities.ports import ResetLedger
 from workflows.contracts import ActivityName, BookingView
 from workflows.model import BookingStatus, ItemStatus, PaymentStatus, workflow_id_for
 
@@ -73,20 +74,6 @@ class ResetRefused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-class ResetLedger(Protocol):
-    """The ledger's side of a reset (SqlBookingStore)."""
-
-    async def begin_reset(
-        self, booking_id: str, base_run_id: str, to_step: str, actor: str, note: str
-    ) -> int: ...
-
-    async def name_reset_run(self, booking_id: str, generation: int, run_id: str) -> None: ...
-
-    async def abandon_reset(self, booking_id: str, generation: int) -> None: ...
-
-    async def reset_recorded(self, booking_id: str, generation: int) -> bool: ...
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,13 @@ from workflows.contracts import (
     BookingView,
     CancelBookingRequest,
     CancelItemInput,
+    CancellationStatus,
     CapturePaymentInput,
     ConfirmItemInput,
     ErrorType,
     GetPaymentInput,
     HoldItemInput,
+    IntentStatus,
     ItemView,
     PaymentEvent,
     PriceDecision,
@@ -47,7 +49,9 @@ from workflows.contracts import (
     ReleaseItemInput,
     StaffAction,
     VoidPaymentInput,
+    VoidStatus,
 )
+from workflows.memo import MEMO_VIEW
 from workflows.model import BookingRequest, BookingStatus, ItemStatus, Money, PaymentStatus
 from workflows.saga import Compensation, Compensations, UndoKind, price_moved
 from workflows.state import BookingState
@@ -66,8 +70,6 @@ AUTHORIZE_WINDOW = timedelta(hours=1)
 PAYMENT_POLL_SECONDS = 10.0
 PAYMENT_POLL_MAX_SECONDS = 60.0
 
-#: The memo key of the booking's view: set by the API at start, carried over a continue-as-new.
-MEMO_VIEW = "view"
 #: Bookings started since this patch publish once per activation, and write the ledger as a local
 #: activity with no memo upserts (docs/performance.md); older histories replay the old way.
 LEAN_HISTORY_PATCH = "lean-history"
@@ -115,10 +117,13 @@ def _error_of(err: BaseException, default: ErrorType) -> BookingError:
     """The booking error behind an activity failure (its typed cause, or `default`)."""
     cause = err.cause if isinstance(err, ActivityError) else err
     if isinstance(cause, ApplicationError) and cause.type:
-        return BookingError(type=cause.type, message=cause.message)
+        error_type = ErrorType(cause.type)
+        if error_type != cause.type:  # not one of ours: keep the exception's name in the message
+            return BookingError(type=error_type, message=f"{cause.type}: {cause.message}")
+        return BookingError(type=error_type, message=cause.message)
     if isinstance(cause, TemporalTimeoutError):
-        return BookingError(type=default.value, message="timed out")
-    return BookingError(type=default.value, message=str(cause or err))
+        return BookingError(type=default, message="timed out")
+    return BookingError(type=default, message=str(cause or err))
 
 
 @workflow.defn(name="BookingWorkflow")
@@ -189,9 +194,7 @@ class BookingWorkflow:
                     break
                 self._workflow_cancelled = True
                 if not self._confirmed:  # a confirmed booking is only undone by a cancel update
-                    self._stop(
-                        BookingError(ErrorType.STOPPED.value, "the workflow was asked to stop")
-                    )
+                    self._stop(BookingError(ErrorType.STOPPED, "the workflow was asked to stop"))
         saga.result()  # re-raises continue-as-new, and a bug in histories before the patch
         return self._view()
 
@@ -219,7 +222,7 @@ class BookingWorkflow:
                 # held and authorized as it is, so the release that fixes it resumes the booking.
                 raise
             # Before the patch: undo first, then let Temporal see the failure.
-            self._stop(BookingError(ErrorType.INTERNAL.value, type(err).__name__))
+            self._stop(BookingError(ErrorType.INTERNAL, type(err).__name__))
             await self._compensate()
             await self._finish()
             raise
@@ -300,11 +303,11 @@ class BookingWorkflow:
         self._event(step, "changed", detail)
         timeout = self._request.price_acceptance_timeout_seconds
         if timeout <= 0:
-            raise SagaFailedError(BookingError(ErrorType.PRICE_CHANGED.value, detail))
+            raise SagaFailedError(BookingError(ErrorType.PRICE_CHANGED, detail))
         previous = (self._state.status, self._state.step)
         self._price_decision = None
         self._set_status(BookingStatus.AWAITING_PRICE_ACCEPTANCE, "PRICE_ACCEPTANCE")
-        timed_out = BookingError(ErrorType.PRICE_CHANGED.value, f"{detail}; not accepted in time")
+        timed_out = BookingError(ErrorType.PRICE_CHANGED, f"{detail}; not accepted in time")
         async with self._deadline(timedelta(seconds=timeout), timed_out):
             await workflow.wait_condition(
                 lambda: self._price_decision is not None or self._stopping()
@@ -315,9 +318,7 @@ class BookingWorkflow:
         outcome = "accepted" if decision.accept else "declined"
         self._event("PRICE_ACCEPTANCE", outcome, detail, actor=decision.actor)
         if not decision.accept:
-            raise SagaFailedError(
-                BookingError(ErrorType.PRICE_CHANGED.value, f"{detail}; declined")
-            )
+            raise SagaFailedError(BookingError(ErrorType.PRICE_CHANGED, f"{detail}; declined"))
         self._state.quoted_total = offered
         self._set_status(*previous)
 
@@ -334,7 +335,6 @@ class BookingWorkflow:
                 view.item_id,
                 view.offer_id,
                 view.quantity,
-                view.supplier or "",
             ),
             summary=f"HOLD {operator_view.item_label(view)}",
         )
@@ -374,7 +374,7 @@ class BookingWorkflow:
         delay = remaining - min(MAX_HOLD_MARGIN, remaining / 10)
         if delay.total_seconds() > 0:
             await workflow.sleep(delay, summary="hold deadline: stop before the first hold expires")
-        self._stop(BookingError(ErrorType.HOLD_EXPIRED.value, "holds expired before confirmation"))
+        self._stop(BookingError(ErrorType.HOLD_EXPIRED, "holds expired before confirmation"))
 
     async def _authorize(self) -> None:
         self._set_status(BookingStatus.AUTHORIZING, "AUTHORIZE")
@@ -400,12 +400,12 @@ class BookingWorkflow:
         self._authorized_at = workflow.now()
         self._state.update_payment(payment_intent_id=auth.payment_intent_id)
         self._raise_if_stopped()
-        if auth.status == "requires_action":
+        if auth.status == IntentStatus.REQUIRES_ACTION:
             self._state.update_payment(client_secret=auth.client_secret)
             await self._await_payment_action(auth.payment_intent_id)
-        elif auth.status != "requires_capture":
+        elif auth.status != IntentStatus.REQUIRES_CAPTURE:
             raise SagaFailedError(
-                BookingError(ErrorType.PAYMENT_FAILED.value, f"payment is {auth.status}")
+                BookingError(ErrorType.PAYMENT_FAILED, f"payment is {auth.status}")
             )
         self._state.update_payment(status=PaymentStatus.AUTHORIZED, authorized=amount)
         self._state.update_payment(client_secret=None)
@@ -414,7 +414,7 @@ class BookingWorkflow:
     async def _await_payment_action(self, payment_intent_id: str) -> None:
         """Wait for 3-D Secure: a webhook is a hint to re-read the PaymentIntent; poll meanwhile."""
         self._set_status(BookingStatus.AWAITING_PAYMENT_ACTION, "PAYMENT_ACTION")
-        timed_out = BookingError(ErrorType.PAYMENT_ACTION_TIMEOUT.value, "3-D Secure not completed")
+        timed_out = BookingError(ErrorType.PAYMENT_ACTION_TIMEOUT, "3-D Secure not completed")
         timeout = timedelta(seconds=self._request.payment_action_timeout_seconds)
         poll = PAYMENT_POLL_SECONDS
         async with self._deadline(timeout, timed_out):
@@ -436,13 +436,13 @@ class BookingWorkflow:
                     summary="PAYMENT_ACTION: read the PaymentIntent",
                 )
                 self._raise_if_stopped()
-                if state.status == "requires_capture":
+                if state.status == IntentStatus.REQUIRES_CAPTURE:
                     self._event("PAYMENT_ACTION", "ok", "customer authenticated")
                     return
-                if state.status in ("requires_payment_method", "canceled"):
+                if state.status in (IntentStatus.REQUIRES_PAYMENT_METHOD, IntentStatus.CANCELED):
                     raise SagaFailedError(
                         BookingError(
-                            ErrorType.PAYMENT_ACTION_FAILED.value,
+                            ErrorType.PAYMENT_ACTION_FAILED,
                             state.failure_message or "3-D Secure authentication failed",
                         )
                     )
@@ -462,9 +462,7 @@ class BookingWorkflow:
         self._compensations.register(Compensation(UndoKind.CANCEL_BOOKING, view.item_id))
         confirmation = await self._forward(
             calls.CONFIRM_ITEM,
-            ConfirmItemInput(
-                self._request.booking_id, view.item_id, view.hold_ref or "", view.supplier or ""
-            ),
+            ConfirmItemInput(self._request.booking_id, view.item_id, view.hold_ref or ""),
             summary=f"CONFIRM {operator_view.item_label(view)}",
         )
         self._state.update_item(
@@ -642,9 +640,7 @@ class BookingWorkflow:
     async def _release_hold(self, item_id: str, defer_refusal: bool) -> bool:
         view = self._state.item(item_id)
         step = f"{UndoKind.RELEASE_HOLD.value} {item_id}"
-        release_input = ReleaseItemInput(
-            self._request.booking_id, item_id, view.hold_ref, view.supplier or ""
-        )
+        release_input = ReleaseItemInput(self._request.booking_id, item_id, view.hold_ref)
         done, release = await self._until_done(
             step,
             lambda: calls.run_undo(calls.RELEASE_ITEM, release_input, self._undo_summary(step)),
@@ -665,7 +661,7 @@ class BookingWorkflow:
         view = self._state.item(item_id)
         step = f"{UndoKind.CANCEL_BOOKING.value} {item_id}"
         cancel_input = CancelItemInput(
-            self._request.booking_id, item_id, view.supplier_ref, view.hold_ref, view.supplier or ""
+            self._request.booking_id, item_id, view.supplier_ref, view.hold_ref
         )
         done, cancel = await self._until_done(
             step,
@@ -677,12 +673,12 @@ class BookingWorkflow:
             return False
         currency = self._request.currency
         fee = Money.zero(currency)
-        if cancel is not None and cancel.status == "cancelled":
+        if cancel is not None and cancel.status == CancellationStatus.CANCELLED:
             if cancel.fee is not None:
                 fee = cancel.fee
             elif view.cancellation is not None:
                 fee = view.cancellation.fee_for(view.price, workflow.now())
-        if cancel is None or cancel.status == "cancelled":
+        if cancel is None or cancel.status == CancellationStatus.CANCELLED:
             status = ItemStatus.CANCELLED
         else:  # nothing was booked at the supplier: the hold is released next
             status = self._state.item(item_id).status
@@ -708,11 +704,11 @@ class BookingWorkflow:
         if not done:
             return False
         payment = self._state.payment
-        if void is not None and void.status == "refunded" and void.refunded is not None:
+        if void is not None and void.status == VoidStatus.REFUNDED and void.refunded is not None:
             self._state.update_payment(
                 status=PaymentStatus.REFUNDED, refunded=payment.refunded + void.refunded
             )
-        elif void is not None and void.status == "voided":
+        elif void is not None and void.status == VoidStatus.VOIDED:
             self._state.update_payment(status=PaymentStatus.VOIDED)
         elif void is not None:  # no PaymentIntent was ever created: nothing is authorized
             self._state.update_payment(
@@ -848,7 +844,7 @@ class BookingWorkflow:
                 self._cancelled_while_undoing = True
             else:
                 reason = ErrorType.CANCELLED_BY_STAFF if staff else ErrorType.CANCELLED_BY_CUSTOMER
-                self._stop(BookingError(reason.value, request.note or "cancelled"))
+                self._stop(BookingError(reason, request.note or "cancelled"))
         if staff and self._state.status == BookingStatus.NEEDS_ATTENTION and self._operator is None:
             # Staff force the cancel through: the stuck step is tried again now.
             self._operator = OperatorCommand(

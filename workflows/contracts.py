@@ -20,8 +20,6 @@ from workflows.model import (
     PaymentStatus,
 )
 
-TASK_QUEUE = "passage-bookings"
-
 
 class ErrorType(StrEnum):
     """Machine-readable failure causes: the `type` of ApplicationErrors and of the booking error."""
@@ -43,6 +41,13 @@ class ErrorType(StrEnum):
     CANCELLED_BY_STAFF = "CANCELLED_BY_STAFF"
     STOPPED = "STOPPED"
     INTERNAL = "INTERNAL"
+
+    @classmethod
+    def _missing_(cls, value: object) -> ErrorType:
+        """Any other type reads as INTERNAL: an activity's unexpected exception is typed by its
+        class name, and a view or ledger row written before may carry one, so views still decode.
+        """
+        return cls.INTERNAL
 
 
 #: Business refusals: retrying the same call cannot succeed, so activities raise them non-retryable.
@@ -101,7 +106,6 @@ class ItemQuote:
     supplier: str
     price: Money
     cancellation: CancellationTerms
-    hold_ttl_seconds: int
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,6 @@ class HoldItemInput:
     item_id: str
     offer_id: str
     quantity: int
-    supplier: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,6 @@ class ConfirmItemInput:
     booking_id: str
     item_id: str
     hold_ref: str
-    supplier: str = ""
 
 
 @dataclass(frozen=True)
@@ -143,12 +145,21 @@ class ReleaseItemInput:
     booking_id: str
     item_id: str
     hold_ref: str | None = None
-    supplier: str = ""
+
+
+class ReleaseStatus(StrEnum):
+    """What release-if-present found: the hold is released (now or before), had lapsed, was
+    confirmed (a booking, left alone), or never existed."""
+
+    RELEASED = "released"
+    EXPIRED = "expired"
+    CONFIRMED = "confirmed"
+    ABSENT = "absent"
 
 
 @dataclass(frozen=True)
 class ItemRelease:
-    status: str
+    status: ReleaseStatus
 
 
 @dataclass(frozen=True)
@@ -159,18 +170,36 @@ class CancelItemInput:
     item_id: str
     supplier_ref: str | None = None
     hold_ref: str | None = None
-    supplier: str = ""
+
+
+class CancellationStatus(StrEnum):
+    """What cancel-if-confirmed found: a booking, cancelled (now or before), or none at all."""
+
+    CANCELLED = "cancelled"
+    ABSENT = "absent"
 
 
 @dataclass(frozen=True)
 class ItemCancellation:
     """`fee` is what the supplier reports it keeps (None: it kept nothing or did not say)."""
 
-    status: str
+    status: CancellationStatus
     fee: Money | None = None
 
 
 # --- payment activities --------------------------------------------------------------------------
+
+
+class IntentStatus(StrEnum):
+    """A Stripe PaymentIntent's status, in Stripe's words."""
+
+    REQUIRES_PAYMENT_METHOD = "requires_payment_method"
+    REQUIRES_CONFIRMATION = "requires_confirmation"
+    REQUIRES_ACTION = "requires_action"
+    PROCESSING = "processing"
+    REQUIRES_CAPTURE = "requires_capture"
+    CANCELED = "canceled"
+    SUCCEEDED = "succeeded"
 
 
 @dataclass(frozen=True)
@@ -186,7 +215,7 @@ class PaymentAuthorization:
     """The PaymentIntent once confirmed: `requires_capture`, or `requires_action` for 3-D Secure."""
 
     payment_intent_id: str
-    status: str
+    status: IntentStatus
     amount: Money
     client_secret: str | None = None
 
@@ -199,7 +228,7 @@ class GetPaymentInput:
 @dataclass(frozen=True)
 class PaymentState:
     payment_intent_id: str
-    status: str
+    status: IntentStatus
     amount_capturable: int = 0
     amount_received: int = 0
     amount_refunded: int = 0
@@ -218,9 +247,18 @@ class VoidPaymentInput:
     payment_intent_id: str | None = None
 
 
+class VoidStatus(StrEnum):
+    """How void-if-present left the payment: authorization cancelled, capture refunded, or no
+    PaymentIntent was ever created."""
+
+    VOIDED = "voided"
+    REFUNDED = "refunded"
+    ABSENT = "absent"
+
+
 @dataclass(frozen=True)
 class PaymentVoid:
-    status: str
+    status: VoidStatus
     refunded: Money | None = None
 
 
@@ -267,7 +305,7 @@ class TimelineEntry:
 
 @dataclass(frozen=True)
 class BookingError:
-    type: str
+    type: ErrorType
     message: str
 
 

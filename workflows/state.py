@@ -20,6 +20,7 @@ from workflows.contracts import (
     AttentionView,
     BookingError,
     BookingView,
+    ErrorType,
     ItemView,
     PaymentView,
     TimelineEntry,
@@ -104,7 +105,7 @@ class BookingState:
         for view in self.items.values():
             if view.error is not None:
                 return view.error
-        return BookingError("SUPPLIER_REFUSED", "no item could be booked")
+        return BookingError(ErrorType.SUPPLIER_REFUSED, "no item could be booked")
 
     def confirmation_order(
         self, at: datetime, *, uncancellable_last: bool = True
@@ -220,6 +221,16 @@ class BookingState:
                 SearchAttributePair(search.TOTAL_MINOR, total.amount_minor),
             ]
         )
+
+
+def initial_view(request: BookingRequest) -> BookingView:
+    """The view before the workflow ran: what the memo shows until a worker picks the saga up."""
+    return BookingState.new(request).view(request.created_at)
+
+
+def initial_search_attributes(request: BookingRequest) -> TypedSearchAttributes:
+    """All six search attributes from the first moment, so the UI lists the booking at once."""
+    return BookingState.new(request).search_attributes()
 
 
 def _uncancellable(view: ItemView) -> bool:

@@ -19,6 +19,7 @@ import httpx
 from activities.errors import BusinessError, TransientError
 from workflows.contracts import (
     CancelItemInput,
+    CancellationStatus,
     ConfirmItemInput,
     ErrorType,
     HoldItemInput,
@@ -29,6 +30,7 @@ from workflows.contracts import (
     ItemRelease,
     QuoteItemInput,
     ReleaseItemInput,
+    ReleaseStatus,
     client_ref,
 )
 from workflows.model import CancellationTerms, ItemKind, Money
@@ -101,7 +103,6 @@ class HttpSupplierClient:
                     fee_bps=int(terms["fee_bps"]),
                     cancellable=bool(terms.get("cancellable", True)),
                 ),
-                hold_ttl_seconds=int(body["hold_ttl_seconds"]),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise _malformed("quote", err) from err
@@ -145,8 +146,8 @@ class HttpSupplierClient:
             {"client_ref": client_ref(request.booking_id, request.item_id, "release")},
         )
         try:
-            return ItemRelease(status=str(body["status"]))
-        except KeyError as err:
+            return ItemRelease(status=ReleaseStatus(body["status"]))
+        except (KeyError, ValueError) as err:
             raise _malformed("release", err) from err
 
     async def cancel(self, request: CancelItemInput) -> ItemCancellation:
@@ -161,7 +162,7 @@ class HttpSupplierClient:
         )
         try:
             return ItemCancellation(
-                status=str(body["status"]), fee=_optional_money(body.get("fee"))
+                status=CancellationStatus(body["status"]), fee=_optional_money(body.get("fee"))
             )
         except (KeyError, TypeError, ValueError) as err:
             raise _malformed("cancel", err) from err

@@ -8,9 +8,10 @@ seconds: each query is one `GROUP BY` over a table (bookings by status is on an 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, text
+
+from activities.ports import LedgerTotals
 
 #: The timeline steps that undo something (`workflows/saga.py` UndoKind, and the refund that
 #: follows a cancelled capture), by the first word of the step (`RELEASE it_1` -> `RELEASE`).
@@ -31,19 +32,6 @@ _UNDOS = text(
     " AND (step IN ('VOID', 'REFUND') OR step LIKE 'RELEASE %' OR step LIKE 'CANCEL %')"
     " GROUP BY step, outcome"
 )
-
-
-@dataclass(frozen=True)
-class LedgerTotals:
-    """The ledger now. Money is integer minor units, by currency."""
-
-    #: Bookings by their current status (`CONFIRMED`, `NEEDS_ATTENTION`, ...).
-    bookings_by_status: dict[str, int] = field(default_factory=dict)
-    #: Undo steps that ran, by (step kind, outcome): `("RELEASE", "ok")`.
-    undos: dict[tuple[str, str], int] = field(default_factory=dict)
-    captured_minor: dict[str, int] = field(default_factory=dict)
-    refunded_minor: dict[str, int] = field(default_factory=dict)
-    fees_kept_minor: dict[str, int] = field(default_factory=dict)
 
 
 def read_ledger_totals(engine: Engine) -> LedgerTotals:

@@ -37,15 +37,12 @@ from sqlalchemy import Connection, Table, delete, func, select, update
 from sqlmodel import SQLModel
 
 from activities.adapters.tables import BookingEventRow, BookingResetRow, BookingRow
+from activities.ports import ResetInProgress
 from workflows.contracts import RecordBookingInput, TimelineEntry
 
 #: A reset whose new run has not written within this long is taken as abandoned (the API died
 #: between the ledger and Temporal): a new reset may replace it.
 PENDING_RESET_LIFETIME = timedelta(minutes=2)
-
-
-class ResetInProgress(Exception):
-    """Another reset of the booking was asked for moments ago and its run has not written yet."""
 
 
 @dataclass(frozen=True)

@@ -18,31 +18,13 @@ activities (which arrive more than once and out of order). One transaction per s
    the write, which history may not keep as they are: they wait on the booking row
    (`pending_timeline`, replaced by every newer snapshot) and reads append them to the trail.
 
-Rows go in with executemany, so each statement is compiled once whatever the row count.
+Rows go in with executemany, so each statement is compiled once whatever the row count; how a
+view becomes rows and back is `sql_rows`, the stored form of personal data `sql_personal_data`.
 
-Money rows derived from `view.payment` (one currency per booking, the contract's rule):
-
-- `payments` row `authorization` once the view has a PaymentIntent or a non-zero `authorized`
-  (amount = `authorized`); row `capture` once `captured` is non-zero (amount = `captured`).
-- `refunds`: one row once `refunded` or `fees_kept` is non-zero (amount = `refunded`, fee =
-  `fees_kept`). Its reason is `cancellation` when an item carries a `cancellation_fee` (confirmed
-  items cancelled under their terms; each item's fee stays on its `booking_items` row) and
-  `compensation` otherwise (the saga gave back a captured payment).
-- `payment.fees_absorbed` (suppliers' fees the merchant bears, never charged) is no money movement
-  on the card: it stays on the `bookings` row (`fees_absorbed_minor`, NULL when None).
-
-`get_view` rebuilds the BookingView from these rows exactly, except `payment.client_secret`: the
-3-D Secure secret belongs to the checkout frontend only and is never written to the ledger.
-Traveller document numbers are reduced to a short hint; the access token arrives already hashed.
-
-Personal data is encrypted before it reaches the database (a `FieldCipher`, in production
-passage.codec.LedgerCipher): the customer's e-mail and name in one field of the booking row, each
-traveller in one field of theirs, each bound to its booking (and position) so it cannot be moved
-to another row. Staff search by e-mail compares a keyed hash of the normalized address. Both are
-computed in the write's thread before the transaction: the customer's once per booking (cached),
-the travellers only on the first write, some 10 microseconds of CPU each. Only staff reads
-(`search`, `personal_data`) decrypt; the view the customer and the workflow read carries no
-personal data and decrypts nothing.
+Personal data is sealed in the write's thread before the transaction: the customer's once per
+booking (cached), the travellers only on the first write, some 10 microseconds of CPU each. Only
+staff reads (`search`, `personal_data`) decrypt; the view the customer and the workflow read
+carries no personal data and decrypts nothing.
 """
 
 from __future__ import annotations
@@ -50,39 +32,27 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import dataclasses
 import functools
 import json
-import sqlite3
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import cast
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Table,
-    and_,
-    create_engine,
-    delete,
-    event,
-    exists,
-    or_,
-    select,
-    text,
-)
+from sqlalchemy import Connection, Engine, Table, and_, delete, exists, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session, SQLModel, col
 from sqlmodel import select as sqlmodel_select
 
-from activities.adapters import sql_runs
-from activities.adapters.sql_ledger_totals import LedgerTotals, read_ledger_totals
+from activities.adapters import sql_rows, sql_runs
+from activities.adapters.sql_engine import for_writing
+from activities.adapters.sql_ledger_totals import read_ledger_totals
+from activities.adapters.sql_personal_data import (
+    FieldCipher,
+    open_customer,
+    open_traveller,
+    seal_customer,
+)
 from activities.adapters.tables import (
     BookingEventRow,
     BookingItemRow,
@@ -92,208 +62,17 @@ from activities.adapters.tables import (
     TravellerRow,
     WebhookEventRow,
 )
-from activities.ports import BookingStore
-from workflows.contracts import (
-    AttentionView,
-    BookingError,
-    BookingView,
-    ItemView,
-    PaymentView,
-    RecordBookingInput,
-    TimelineEntry,
+from activities.ports import (
+    BOOKING_CHANGED_CHANNEL,
+    MAX_PAGE_SIZE,
+    BookingSummary,
+    InvalidCursor,
+    LedgerTotals,
+    PersonalData,
+    StaffSearch,
+    StoredBooking,
 )
-from workflows.model import (
-    BookingRequest,
-    BookingStatus,
-    CancellationTerms,
-    ItemKind,
-    ItemStatus,
-    Money,
-    PaymentStatus,
-    Traveller,
-)
-
-#: The largest page staff search serves; bigger requests are refused rather than silently cut.
-MAX_PAGE_SIZE = 500
-
-_WRITE_OPTION = "passage_ledger_write"
-
-#: PostgreSQL only: every recorded snapshot NOTIFYs this channel with its booking id (no other
-#: data) when its transaction commits; the API's event streams LISTEN (api/events.py).
-BOOKING_CHANGED_CHANNEL = "passage_booking_changed"
-
-
-class LedgerError(ValueError):
-    """A snapshot the ledger cannot record as sent (e.g. two currencies): retrying cannot help."""
-
-
-class InvalidCursor(ValueError):
-    """A search cursor that this store did not issue (tampered, truncated or from another sort)."""
-
-
-@dataclass(frozen=True)
-class BookingSummary:
-    """One line of the staff booking list: enough to pick the booking, not the whole view."""
-
-    booking_id: str
-    status: BookingStatus
-    step: str
-    customer_email: str
-    customer_name: str
-    total: Money
-    suppliers: tuple[str, ...]
-    created_at: str
-    updated_at: str
-    attention: AttentionView | None
-
-
-@dataclass(frozen=True)
-class StoredBooking:
-    """A booking as the ledger holds it: its newest view and the hash that authorizes reading it."""
-
-    view: BookingView
-    access_token_hash: str | None
-
-
-@dataclass(frozen=True)
-class TravellerRecord:
-    """A traveller as the ledger keeps them (the document as a hint of its last characters)."""
-
-    first_name: str
-    last_name: str
-    birth_date: str
-    document_hint: str
-
-
-@dataclass(frozen=True)
-class PersonalData:
-    """A booking's customer and travellers, decrypted: for staff, never for logs or the view."""
-
-    customer_email: str
-    customer_name: str
-    travellers: tuple[TravellerRecord, ...]
-
-
-class FieldCipher(Protocol):
-    """Encrypts the ledger's personal data and hashes e-mails for lookup (passage.codec)."""
-
-    def seal(self, plaintext: str, context: str) -> str: ...
-
-    def open(self, sealed: str, context: str) -> str: ...
-
-    def email_hash(self, email: str) -> str: ...
-
-    def email_hashes(self, email: str) -> Sequence[str]: ...
-
-
-class LedgerStore(BookingStore, Protocol):
-    """BookingStore plus what the API, the CLI and the webhook endpoint read from the ledger."""
-
-    async def begin_reset(
-        self, booking_id: str, base_run_id: str, to_step: str, actor: str, note: str
-    ) -> int: ...
-
-    async def name_reset_run(self, booking_id: str, generation: int, run_id: str) -> None: ...
-
-    async def abandon_reset(self, booking_id: str, generation: int) -> None: ...
-
-    async def reset_recorded(self, booking_id: str, generation: int) -> bool: ...
-
-    async def read(self, booking_id: str) -> StoredBooking | None: ...
-
-    async def get_access_token_hash(self, booking_id: str) -> str | None: ...
-
-    async def events(self, booking_id: str) -> tuple[TimelineEntry, ...]: ...
-
-    async def personal_data(self, booking_id: str) -> PersonalData | None: ...
-
-    async def search(
-        self,
-        status: BookingStatus | str | None = None,
-        email: str | None = None,
-        created_from: datetime | None = None,
-        created_to: datetime | None = None,
-        supplier: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> tuple[list[BookingSummary], str | None]: ...
-
-    async def mark_webhook_event_processed(self, event_id: str) -> bool: ...
-
-
-# --- engine --------------------------------------------------------------------------------------
-
-
-def make_engine(database_url: str) -> Engine:
-    """An engine for `DATABASE_URL`: `postgresql+psycopg://...` or `sqlite:///path` (the default).
-
-    Plain `postgresql://` and `postgres://` URLs (docker-compose, hosting providers) get the
-    psycopg 3 driver. SQLite gets its file's directory created, WAL (readers never block the
-    writer), enforced foreign keys and a busy timeout so concurrent writers wait instead of failing.
-    """
-    url = make_url(_with_psycopg_driver(database_url))
-    if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30})
-    event.listen(engine, "connect", _configure_sqlite_connection)
-    event.listen(engine, "begin", _begin_sqlite_transaction)
-    return engine
-
-
-def for_writing(engine: Engine) -> Engine:
-    """The same engine whose transactions take the write lock when they begin.
-
-    On SQLite a deferred transaction that reads then writes can fail with SQLITE_BUSY without
-    waiting; `BEGIN IMMEDIATE` queues writers behind the busy timeout instead. PostgreSQL's row
-    locks need nothing, so there the option is ignored.
-    """
-    return engine.execution_options(**{_WRITE_OPTION: True})
-
-
-def _with_psycopg_driver(database_url: str) -> str:
-    for scheme in ("postgres://", "postgresql://"):
-        if database_url.startswith(scheme):
-            return "postgresql+psycopg://" + database_url[len(scheme) :]
-    return database_url
-
-
-def _configure_sqlite_connection(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-    # pysqlite's own implicit BEGIN is disabled so `_begin_sqlite_transaction` chooses the mode.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        _use_wal(cursor)
-    finally:
-        cursor.close()
-
-
-def _use_wal(cursor: Any) -> None:
-    """Switch the file to WAL once (it persists); tolerate another connection doing it first.
-
-    Changing the journal mode fails at once, without the busy timeout, while another connection
-    holds a lock; that connection configured WAL itself before it took the lock.
-    """
-    for attempt in range(100):
-        if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-            return
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.OperationalError:
-            time.sleep(0.01 * (attempt + 1))
-    cursor.execute("PRAGMA journal_mode=WAL")
-
-
-def _begin_sqlite_transaction(connection: Connection) -> None:
-    immediate = connection.get_execution_options().get(_WRITE_OPTION, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-# --- the store -----------------------------------------------------------------------------------
+from workflows.contracts import BookingView, RecordBookingInput, TimelineEntry
 
 
 class SqlBookingStore:
@@ -381,7 +160,7 @@ class SqlBookingStore:
     async def mark_webhook_event_processed(self, event_id: str) -> bool:
         """True the first time `event_id` is seen, False ever after (atomic across processes).
 
-        Marked only once its booking was signalled (passage.bookings), so a mark means "done"
+        Marked only once its booking was signalled (api.service), so a mark means "done"
         and is never taken back: there is no unmark, and no claim held while signalling.
         """
         return await asyncio.to_thread(self._mark_webhook_event, event_id)
@@ -420,33 +199,20 @@ class SqlBookingStore:
         """
         return await asyncio.to_thread(self._changes, list(booking_ids))
 
-    async def search(
-        self,
-        status: BookingStatus | str | None = None,
-        email: str | None = None,
-        created_from: datetime | None = None,
-        created_to: datetime | None = None,
-        supplier: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> tuple[list[BookingSummary], str | None]:
+    async def search(self, query: StaffSearch) -> tuple[list[BookingSummary], str | None]:
         """Staff search, newest first, `limit` per page; pass the returned cursor for the next.
 
-        Filters combine with AND: `email` matches case-insensitively (by its keyed hash),
-        `created_from` is inclusive and `created_to` exclusive (naive datetimes are UTC),
-        `supplier` matches any item. The order (created_at, booking_id) is total, so pages never
-        repeat or skip a booking even while new bookings arrive.
+        `email` is matched by its keyed hash. The order (created_at, booking_id) is total, so
+        pages never repeat or skip a booking even while new bookings arrive.
 
         Raises:
             InvalidCursor: the cursor was not issued by this store.
             ValueError: `limit` is outside 1..MAX_PAGE_SIZE.
         """
-        if not 1 <= limit <= MAX_PAGE_SIZE:
+        if not 1 <= query.limit <= MAX_PAGE_SIZE:
             raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
-        after = _decode_cursor(cursor) if cursor else None
-        return await asyncio.to_thread(
-            self._search, status, email, created_from, created_to, supplier, limit, after
-        )
+        after = _decode_cursor(query.cursor) if query.cursor else None
+        return await asyncio.to_thread(self._search, query, after)
 
     # --- synchronous work (runs in a thread) -----------------------------------------------------
 
@@ -457,26 +223,32 @@ class SqlBookingStore:
             view.booking_id, request.customer_email, request.customer_name
         )
         # Encrypted before the transaction, so the database lock is not held for the cipher.
-        travellers = None if snapshot.recorded_through else _traveller_rows(request, self._cipher)
+        travellers = (
+            None if snapshot.recorded_through else sql_rows.traveller_rows(request, self._cipher)
+        )
         with self._writer.begin() as conn:
             run = sql_runs.run_timeline(conn, snapshot, run_id, lock=self._is_postgres, now=now)
             if run is None:  # a run that a reset superseded: it no longer speaks for the booking
                 return
             snapshot = run.translate(snapshot)
             recorded, committed = snapshot.recorded_through, snapshot.committed_through
-            booking = _booking_row(request, snapshot.view, now, committed)
+            booking = sql_rows.booking_row(request, snapshot.view, now, committed)
             booking.customer_ciphertext, booking.customer_email_hash = customer
             booking.run_generation = run.generation
             view = snapshot.view
             if self._upsert_booking(conn, booking):
                 booking_id = view.booking_id
                 self._replace(
-                    conn, BookingItemRow, "item_id", booking_id, _item_rows(request, view)
+                    conn, BookingItemRow, "item_id", booking_id, sql_rows.item_rows(request, view)
                 )
                 if travellers is not None:
                     self._replace(conn, TravellerRow, "position", booking_id, travellers)
-                self._replace(conn, PaymentRow, "kind", booking_id, _payment_rows(view, now))
-                self._replace(conn, RefundRow, "reason", booking_id, _refund_rows(view, now))
+                self._replace(
+                    conn, PaymentRow, "kind", booking_id, sql_rows.payment_rows(view, now)
+                )
+                self._replace(
+                    conn, RefundRow, "reason", booking_id, sql_rows.refund_rows(view, now)
+                )
             self._append_events(conn, view, recorded, committed, now)
             if self._is_postgres:  # delivered at commit, to listeners only: nearly free
                 conn.execute(
@@ -554,7 +326,7 @@ class SqlBookingStore:
         if not entries:
             return
         table = _table(BookingEventRow)
-        values = [_event_row(view.booking_id, entry, now).model_dump() for entry in entries]
+        values = [sql_rows.event_row(view.booking_id, entry, now).model_dump() for entry in entries]
         stmt = self._insert(table).on_conflict_do_nothing(
             index_elements=[table.c.booking_id, table.c.seq]
         )
@@ -593,7 +365,7 @@ class SqlBookingStore:
                 sqlmodel_select(RefundRow).where(RefundRow.booking_id == booking_id)
             ).all()
             events = self._event_rows(session, booking_id)
-        view = _view(booking, items, payments, refunds, events)
+        view = sql_rows.booking_view(booking, items, payments, refunds, events)
         return StoredBooking(view, booking.access_token_hash)
 
     def _get_access_token_hash(self, booking_id: str) -> str | None:
@@ -606,7 +378,7 @@ class SqlBookingStore:
             booking = session.get(BookingRow, booking_id)
             if booking is None:
                 return ()
-            return _timeline(booking, self._event_rows(session, booking_id))
+            return sql_rows.booking_timeline(booking, self._event_rows(session, booking_id))
 
     def _personal_data(self, booking_id: str) -> PersonalData | None:
         with self._session() as session:
@@ -644,51 +416,44 @@ class SqlBookingStore:
         return marks
 
     def _search(
-        self,
-        status: BookingStatus | str | None,
-        email: str | None,
-        created_from: datetime | None,
-        created_to: datetime | None,
-        supplier: str | None,
-        limit: int,
-        after: tuple[datetime, str] | None,
+        self, query: StaffSearch, after: tuple[datetime, str] | None
     ) -> tuple[list[BookingSummary], str | None]:
         created_at, booking_id = col(BookingRow.created_at), col(BookingRow.booking_id)
-        query = sqlmodel_select(BookingRow)
-        if status is not None:
-            query = query.where(BookingRow.status == str(status))
-        if email is not None:
+        statement = sqlmodel_select(BookingRow)
+        if query.status is not None:
+            statement = statement.where(BookingRow.status == str(query.status))
+        if query.email is not None:
             # Under every readable key: bookings recorded before a key rotation keep their hash.
-            hashes = self._cipher.email_hashes(email)
-            query = query.where(col(BookingRow.customer_email_hash).in_(hashes))
-        if created_from is not None:
-            query = query.where(created_at >= created_from)
-        if created_to is not None:
-            query = query.where(created_at < created_to)
-        if supplier is not None:
-            query = query.where(
+            hashes = self._cipher.email_hashes(query.email)
+            statement = statement.where(col(BookingRow.customer_email_hash).in_(hashes))
+        if query.created_from is not None:
+            statement = statement.where(created_at >= query.created_from)
+        if query.created_to is not None:
+            statement = statement.where(created_at < query.created_to)
+        if query.supplier is not None:
+            statement = statement.where(
                 exists(
                     select(col(BookingItemRow.booking_id)).where(
                         col(BookingItemRow.booking_id) == booking_id,
-                        col(BookingItemRow.supplier) == supplier,
+                        col(BookingItemRow.supplier) == query.supplier,
                     )
                 )
             )
         if after is not None:
             after_created_at, after_booking_id = after
-            query = query.where(
+            statement = statement.where(
                 or_(
                     created_at < after_created_at,
                     and_(created_at == after_created_at, booking_id < after_booking_id),
                 )
             )
-        query = query.order_by(created_at.desc(), booking_id.desc()).limit(limit + 1)
+        statement = statement.order_by(created_at.desc(), booking_id.desc()).limit(query.limit + 1)
         with self._session() as session:
-            bookings = list(session.exec(query).all())
-            page, more = bookings[:limit], len(bookings) > limit
+            bookings = list(session.exec(statement).all())
+            page, more = bookings[: query.limit], len(bookings) > query.limit
             suppliers = self._suppliers(session, [booking.booking_id for booking in page])
         summaries = [
-            _summary(booking, suppliers.get(booking.booking_id, ()), self._cipher)
+            sql_rows.booking_summary(booking, suppliers.get(booking.booking_id, ()), self._cipher)
             for booking in page
         ]
         next_cursor = _encode_cursor(page[-1].created_at, page[-1].booking_id) if more else None
@@ -734,367 +499,6 @@ class SqlBookingStore:
 
 def _table(model: type[SQLModel]) -> Table:
     return cast(Table, model.__table__)  # type: ignore[attr-defined]
-
-
-# --- snapshot -> rows ----------------------------------------------------------------------------
-
-
-def _booking_row(
-    request: BookingRequest, view: BookingView, now: datetime, committed: int | None
-) -> BookingRow:
-    """The booking row without its customer fields (`SqlBookingStore` seals them)."""
-    minor = _minor_units(view.currency)
-    payment = view.payment
-    pending = [
-        dataclasses.asdict(entry)
-        for entry in view.timeline
-        if committed is not None and entry.seq > committed
-    ]
-    return BookingRow(
-        booking_id=view.booking_id,
-        version=view.version,
-        status=view.status.value,
-        step=view.step,
-        currency=view.currency,
-        expected_total_minor=minor(view.expected_total),
-        quoted_total_minor=None if view.quoted_total is None else minor(view.quoted_total),
-        payment_status=payment.status.value,
-        fees_absorbed_minor=_optional_minor(minor, payment.fees_absorbed),
-        error_type=None if view.error is None else view.error.type,
-        error_message=None if view.error is None else view.error.message,
-        attention_step=None if view.attention is None else view.attention.step,
-        attention_reason=None if view.attention is None else view.attention.reason,
-        attention_since=None if view.attention is None else view.attention.since,
-        attention_item_id=None if view.attention is None else view.attention.item_id,
-        customer_ref=view.customer_ref,
-        customer_ciphertext="",
-        customer_email_hash="",
-        access_token_hash=request.access_token_hash,
-        created_at=(
-            _parse_timestamp(view.created_at)
-            or _parse_timestamp(request.created_at)
-            or _parse_timestamp(view.updated_at)
-            or now
-        ),
-        created_at_text=view.created_at,
-        updated_at_text=view.updated_at,
-        recorded_at=now,
-        pending_timeline=json.dumps(pending) if pending else None,
-    )
-
-
-def _item_rows(request: BookingRequest, view: BookingView) -> list[BookingItemRow]:
-    minor = _minor_units(view.currency)
-    expected = {item.item_id: minor(item.expected_price) for item in request.items}
-    rows = []
-    for position, item in enumerate(view.items):
-        terms = item.cancellation
-        rows.append(
-            BookingItemRow(
-                booking_id=view.booking_id,
-                item_id=item.item_id,
-                position=position,
-                offer_id=item.offer_id,
-                quantity=item.quantity,
-                optional=item.optional,
-                status=item.status.value,
-                price_minor=minor(item.price),
-                expected_price_minor=expected.get(item.item_id),
-                held_price_minor=_optional_minor(minor, item.held_price),
-                kind=None if item.kind is None else item.kind.value,
-                supplier=item.supplier,
-                hold_ref=item.hold_ref,
-                hold_expires_at=item.hold_expires_at,
-                supplier_ref=item.supplier_ref,
-                confirmation_code=item.confirmation_code,
-                cancellation_refundable=None if terms is None else terms.refundable,
-                cancellation_free_until=None if terms is None else terms.free_until,
-                cancellation_fee_bps=None if terms is None else terms.fee_bps,
-                cancellation_cancellable=None if terms is None else terms.cancellable,
-                cancellation_fee_minor=_optional_minor(minor, item.cancellation_fee),
-                error_type=None if item.error is None else item.error.type,
-                error_message=None if item.error is None else item.error.message,
-            )
-        )
-    return rows
-
-
-def _traveller_rows(request: BookingRequest, cipher: FieldCipher) -> list[TravellerRow]:
-    return [
-        TravellerRow(
-            booking_id=request.booking_id,
-            position=position,
-            traveller_ciphertext=seal_traveller(
-                cipher,
-                request.booking_id,
-                position,
-                TravellerRecord(
-                    first_name=traveller.first_name,
-                    last_name=traveller.last_name,
-                    birth_date=traveller.birth_date,
-                    document_hint=_document_hint(traveller),
-                ),
-            ),
-        )
-        for position, traveller in enumerate(request.travellers)
-    ]
-
-
-# --- personal data at rest -----------------------------------------------------------------------
-# The stored form of the personal fields: JSON inside, bound to the booking (and the traveller's
-# position). Migration 0004 writes existing rows with these same functions; changing the form
-# needs a migration of its own.
-
-
-def seal_customer(cipher: FieldCipher, booking_id: str, email: str, name: str) -> str:
-    """`bookings.customer_ciphertext` of a booking."""
-    plaintext = json.dumps({"email": email, "name": name}, separators=(",", ":"))
-    return cipher.seal(plaintext, f"bookings.customer:{booking_id}")
-
-
-def open_customer(cipher: FieldCipher, booking_id: str, sealed: str) -> tuple[str, str]:
-    """The (e-mail, name) that `seal_customer` sealed for this booking."""
-    customer = json.loads(cipher.open(sealed, f"bookings.customer:{booking_id}"))
-    return customer["email"], customer["name"]
-
-
-def seal_traveller(
-    cipher: FieldCipher, booking_id: str, position: int, traveller: TravellerRecord
-) -> str:
-    """`booking_travellers.traveller_ciphertext` of the booking's traveller at `position`."""
-    fields = {
-        "first_name": traveller.first_name,
-        "last_name": traveller.last_name,
-        "birth_date": traveller.birth_date,
-        "document_hint": traveller.document_hint,
-    }
-    plaintext = json.dumps(fields, separators=(",", ":"))
-    return cipher.seal(plaintext, f"booking_travellers:{booking_id}:{position}")
-
-
-def open_traveller(
-    cipher: FieldCipher, booking_id: str, position: int, sealed: str
-) -> TravellerRecord:
-    """The traveller that `seal_traveller` sealed for this booking and position."""
-    plaintext = cipher.open(sealed, f"booking_travellers:{booking_id}:{position}")
-    return TravellerRecord(**json.loads(plaintext))
-
-
-def _document_hint(traveller: Traveller) -> str:
-    """At most the last four characters of the document number, and never more than half of it."""
-    number = "".join(traveller.document_number.split())
-    keep = min(4, len(number) // 2)
-    return number[-keep:] if keep else ""
-
-
-def _payment_rows(view: BookingView, now: datetime) -> list[PaymentRow]:
-    minor = _minor_units(view.currency)
-    payment = view.payment
-    rows = []
-    authorized, captured = minor(payment.authorized), minor(payment.captured)
-    for kind, amount, present in (
-        ("authorization", authorized, payment.payment_intent_id is not None or authorized != 0),
-        ("capture", captured, captured != 0),
-    ):
-        if present:
-            rows.append(
-                PaymentRow(
-                    booking_id=view.booking_id,
-                    kind=kind,
-                    amount_minor=amount,
-                    currency=view.currency,
-                    payment_intent_id=payment.payment_intent_id,
-                    recorded_at=now,
-                )
-            )
-    return rows
-
-
-def _refund_rows(view: BookingView, now: datetime) -> list[RefundRow]:
-    minor = _minor_units(view.currency)
-    refunded, fees_kept = minor(view.payment.refunded), minor(view.payment.fees_kept)
-    if refunded == 0 and fees_kept == 0:
-        return []
-    cancelled = any(item.cancellation_fee is not None for item in view.items)
-    return [
-        RefundRow(
-            booking_id=view.booking_id,
-            reason="cancellation" if cancelled else "compensation",
-            amount_minor=refunded,
-            fee_minor=fees_kept,
-            currency=view.currency,
-            recorded_at=now,
-        )
-    ]
-
-
-def _event_row(booking_id: str, entry: TimelineEntry, now: datetime) -> BookingEventRow:
-    return BookingEventRow(
-        booking_id=booking_id,
-        seq=entry.seq,
-        at=_parse_timestamp(entry.at),
-        at_text=entry.at,
-        step=entry.step,
-        outcome=entry.outcome,
-        detail=entry.detail,
-        actor=entry.actor,
-        recorded_at=now,
-    )
-
-
-def _minor_units(currency: str) -> Callable[[Money], int]:
-    """Amount in minor units of `currency`; refuses a second currency in one booking."""
-
-    def minor(money: Money) -> int:
-        if money.currency != currency:
-            raise LedgerError(f"booking in {currency} carries an amount in {money.currency}")
-        return money.amount_minor
-
-    return minor
-
-
-def _optional_minor(minor: Callable[[Money], int], money: Money | None) -> int | None:
-    return None if money is None else minor(money)
-
-
-def _parse_timestamp(text: str) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-# --- rows -> view --------------------------------------------------------------------------------
-
-
-def _view(
-    booking: BookingRow,
-    items: Sequence[BookingItemRow],
-    payments: Sequence[PaymentRow],
-    refunds: Sequence[RefundRow],
-    events: Sequence[BookingEventRow],
-) -> BookingView:
-    currency = booking.currency
-    by_kind = {payment.kind: payment for payment in payments}
-    authorization, capture = by_kind.get("authorization"), by_kind.get("capture")
-    return BookingView(
-        booking_id=booking.booking_id,
-        status=BookingStatus(booking.status),
-        step=booking.step,
-        currency=currency,
-        expected_total=Money(booking.expected_total_minor, currency),
-        quoted_total=_optional_money(booking.quoted_total_minor, currency),
-        items=tuple(_item_view(item, currency) for item in items),
-        payment=PaymentView(
-            status=PaymentStatus(booking.payment_status),
-            authorized=Money(0 if authorization is None else authorization.amount_minor, currency),
-            captured=Money(0 if capture is None else capture.amount_minor, currency),
-            refunded=Money(sum(refund.amount_minor for refund in refunds), currency),
-            fees_kept=Money(sum(refund.fee_minor for refund in refunds), currency),
-            payment_intent_id=None if authorization is None else authorization.payment_intent_id,
-            fees_absorbed=_optional_money(booking.fees_absorbed_minor, currency),
-        ),
-        timeline=_timeline(booking, events),
-        error=(
-            None
-            if booking.error_type is None
-            else BookingError(booking.error_type, booking.error_message or "")
-        ),
-        attention=_attention(booking),
-        version=booking.version,
-        updated_at=booking.updated_at_text,
-        created_at=booking.created_at_text,
-        customer_ref=booking.customer_ref,
-    )
-
-
-def _item_view(item: BookingItemRow, currency: str) -> ItemView:
-    terms = None
-    if item.cancellation_refundable is not None:
-        terms = CancellationTerms(
-            refundable=item.cancellation_refundable,
-            free_until=item.cancellation_free_until,
-            fee_bps=item.cancellation_fee_bps or 0,
-            cancellable=bool(item.cancellation_cancellable),
-        )
-    return ItemView(
-        item_id=item.item_id,
-        offer_id=item.offer_id,
-        quantity=item.quantity,
-        optional=item.optional,
-        status=ItemStatus(item.status),
-        price=Money(item.price_minor, currency),
-        kind=None if item.kind is None else ItemKind(item.kind),
-        supplier=item.supplier,
-        hold_ref=item.hold_ref,
-        hold_expires_at=item.hold_expires_at,
-        supplier_ref=item.supplier_ref,
-        confirmation_code=item.confirmation_code,
-        cancellation=terms,
-        cancellation_fee=_optional_money(item.cancellation_fee_minor, currency),
-        error=(
-            None
-            if item.error_type is None
-            else BookingError(item.error_type, item.error_message or "")
-        ),
-        held_price=_optional_money(item.held_price_minor, currency),
-    )
-
-
-def _optional_money(amount_minor: int | None, currency: str) -> Money | None:
-    return None if amount_minor is None else Money(amount_minor, currency)
-
-
-def _attention(booking: BookingRow) -> AttentionView | None:
-    if booking.attention_step is None:
-        return None
-    return AttentionView(
-        step=booking.attention_step,
-        reason=booking.attention_reason or "",
-        since=booking.attention_since or "",
-        item_id=booking.attention_item_id,
-    )
-
-
-def _timeline(booking: BookingRow, events: Sequence[BookingEventRow]) -> tuple[TimelineEntry, ...]:
-    """The audit trail, then the entries still pending on the booking row."""
-    recorded = tuple(_timeline_entry(event) for event in events)
-    last = recorded[-1].seq if recorded else 0
-    pending = json.loads(booking.pending_timeline) if booking.pending_timeline else []
-    return recorded + tuple(TimelineEntry(**entry) for entry in pending if entry["seq"] > last)
-
-
-def _timeline_entry(row: BookingEventRow) -> TimelineEntry:
-    return TimelineEntry(
-        seq=row.seq,
-        at=row.at_text,
-        step=row.step,
-        outcome=row.outcome,
-        detail=row.detail,
-        actor=row.actor,
-    )
-
-
-def _summary(
-    booking: BookingRow, suppliers: tuple[str, ...], cipher: FieldCipher
-) -> BookingSummary:
-    total = booking.quoted_total_minor
-    if total is None:
-        total = booking.expected_total_minor
-    email, name = open_customer(cipher, booking.booking_id, booking.customer_ciphertext)
-    return BookingSummary(
-        booking_id=booking.booking_id,
-        status=BookingStatus(booking.status),
-        step=booking.step,
-        customer_email=email,
-        customer_name=name,
-        total=Money(total, booking.currency),
-        suppliers=suppliers,
-        created_at=booking.created_at_text,
-        updated_at=booking.updated_at_text,
-        attention=_attention(booking),
-    )
 
 
 # --- cursor --------------------------------------------------------------------------------------

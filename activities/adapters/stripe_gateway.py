@@ -15,21 +15,29 @@ from collections.abc import Iterator
 import stripe
 
 from activities.errors import BusinessError, TransientError
-from passage.settings import Settings
 from workflows import contracts
-from workflows.contracts import ErrorType
+from workflows.contracts import ErrorType, IntentStatus, VoidStatus
 from workflows.model import Money
 
 #: States in which Stripe lets an intent be cancelled: nothing has been captured yet.
 CANCELLABLE = frozenset(
-    {"requires_capture", "requires_action", "requires_confirmation", "requires_payment_method"}
+    {
+        IntentStatus.REQUIRES_CAPTURE,
+        IntentStatus.REQUIRES_ACTION,
+        IntentStatus.REQUIRES_CONFIRMATION,
+        IntentStatus.REQUIRES_PAYMENT_METHOD,
+    }
 )
 #: What `authorize` hands back; anything else after a confirm is a refusal.
-AUTHORIZED = frozenset({"requires_capture", "requires_action"})
+AUTHORIZED = frozenset({IntentStatus.REQUIRES_CAPTURE, IntentStatus.REQUIRES_ACTION})
 
 
 class StripePaymentGateway:
-    """Card payments through a `stripe.StripeClient` configured for async use and no retries."""
+    """Card payments through a `stripe.StripeClient` configured for async use and no retries.
+
+    The composition root builds the client (`worker.make_stripe_gateway`): adapters read no
+    settings.
+    """
 
     def __init__(
         self, client: stripe.StripeClient, http_client: stripe.HTTPXClient | None = None
@@ -37,20 +45,6 @@ class StripePaymentGateway:
         """Wrap `client`; pass `http_client` when this gateway owns it and must close it."""
         self._stripe = client.v1
         self._http_client = http_client
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, *, timeout_seconds: float = 10.0
-    ) -> StripePaymentGateway:
-        """A gateway on the configured API base (the emulator in dev, Stripe in production)."""
-        http_client = stripe.HTTPXClient(timeout=timeout_seconds)
-        client = stripe.StripeClient(
-            settings.stripe_api_key,
-            base_addresses={"api": settings.stripe_api_base},
-            max_network_retries=0,
-            http_client=http_client,
-        )
-        return cls(client, http_client)
 
     async def aclose(self) -> None:
         """Close the HTTP connections this gateway opened (none when the client was passed in)."""
@@ -67,9 +61,11 @@ class StripePaymentGateway:
             raise _refusal(intent)
         return contracts.PaymentAuthorization(
             payment_intent_id=intent.id,
-            status=intent.status,
+            status=IntentStatus(intent.status),
             amount=Money(intent.amount, intent.currency.upper()),
-            client_secret=intent.client_secret if intent.status == "requires_action" else None,
+            client_secret=intent.client_secret
+            if intent.status == IntentStatus.REQUIRES_ACTION
+            else None,
         )
 
     async def get(self, request: contracts.GetPaymentInput) -> contracts.PaymentState:
@@ -78,7 +74,7 @@ class StripePaymentGateway:
         error = intent.last_payment_error
         return contracts.PaymentState(
             payment_intent_id=intent.id,
-            status=intent.status,
+            status=IntentStatus(intent.status),
             amount_capturable=intent.amount_capturable,
             amount_received=intent.amount_received,
             amount_refunded=_amount_refunded(intent),
@@ -98,12 +94,12 @@ class StripePaymentGateway:
         with _translated_errors():
             intent = await self._authorization_intent(request)
             if intent is None:
-                return contracts.PaymentVoid(status="absent")
+                return contracts.PaymentVoid(status=VoidStatus.ABSENT)
             if intent.status in CANCELLABLE:
                 intent = await self._cancel(intent, booking_id)
-            if intent.status == "canceled":
-                return contracts.PaymentVoid(status="voided")
-            if intent.status == "succeeded":
+            if intent.status == IntentStatus.CANCELED:
+                return contracts.PaymentVoid(status=VoidStatus.VOIDED)
+            if intent.status == IntentStatus.SUCCEEDED:
                 return await self._refund_rest(intent, booking_id)
         raise TransientError(
             f"payment intent {intent.id} is {intent.status}; void it later",
@@ -114,7 +110,7 @@ class StripePaymentGateway:
         """Capture `amount` of the authorization; an intent already captured reports its capture."""
         with _translated_errors():
             intent = await self._retrieve(request.payment_intent_id)
-            if intent.status == "requires_capture":
+            if intent.status == IntentStatus.REQUIRES_CAPTURE:
                 try:
                     intent = await self._stripe.payment_intents.capture_async(
                         intent.id,
@@ -127,9 +123,9 @@ class StripePaymentGateway:
                     )
                 except stripe.InvalidRequestError:
                     intent = await self._retrieve(intent.id)
-                    if intent.status != "succeeded":
+                    if intent.status != IntentStatus.SUCCEEDED:
                         raise
-        if intent.status != "succeeded":
+        if intent.status != IntentStatus.SUCCEEDED:
             raise BusinessError(
                 ErrorType.PAYMENT_FAILED,
                 f"payment intent {intent.id} cannot be captured: it is {intent.status}",
@@ -205,7 +201,7 @@ class StripePaymentGateway:
         except stripe.InvalidRequestError:
             # It moved on since it was read (captured or cancelled meanwhile): go by what it is now.
             current = await self._retrieve(intent.id)
-            if current.status not in ("canceled", "succeeded"):
+            if current.status not in (IntentStatus.CANCELED, IntentStatus.SUCCEEDED):
                 raise
             return current
 
@@ -229,7 +225,8 @@ class StripePaymentGateway:
                 options={"idempotency_key": contracts.idempotency_key(booking_id, "void-refund")},
             )
         return contracts.PaymentVoid(
-            status="refunded", refunded=Money(intent.amount_received, intent.currency.upper())
+            status=VoidStatus.REFUNDED,
+            refunded=Money(intent.amount_received, intent.currency.upper()),
         )
 
 
@@ -265,7 +262,7 @@ def _translated_errors() -> Iterator[None]:
 
 def _refusal(intent: stripe.PaymentIntent) -> BusinessError:
     """An intent confirmed without an authorization: declined, or in a state we never asked for."""
-    if intent.status == "requires_payment_method":
+    if intent.status == IntentStatus.REQUIRES_PAYMENT_METHOD:
         error = intent.last_payment_error
         message = (error.message if error is not None else None) or "the card was declined"
         return BusinessError(ErrorType.PAYMENT_DECLINED, message)

@@ -79,8 +79,8 @@ class BookingRow(SQLModel, table=True):
     #: The item the stuck step is about (an optional item's refused undo), if any.
     attention_item_id: str | None = None
     customer_ref: str
-    #: The customer's e-mail and name, encrypted together (`sql_store.seal_customer`); written
-    #: with the first insert and never changed.
+    #: The customer's e-mail and name, encrypted together (`sql_personal_data.seal_customer`);
+    #: written with the first insert and never changed.
     customer_ciphertext: str = Field(sa_type=Text)
     #: Keyed hash of the normalized e-mail (`LedgerCipher.email_hash`): staff search by e-mail,
     #: case-insensitive and on an index, with no address in clear.
@@ -140,7 +140,7 @@ class TravellerRow(SQLModel, table=True):
 
     The document is kept only as its last few characters (at most four, never more than half of
     the number: enough for support to match a passport a customer reads out), and even that only
-    inside the ciphertext (`sql_store.seal_traveller`).
+    inside the ciphertext (`sql_personal_data.seal_traveller`).
     """
 
     __tablename__ = "booking_travellers"

@@ -10,18 +10,18 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AfterValidator, BeforeValidator
 from pydantic_core import PydanticCustomError
 
-from activities.adapters.sql_store import MAX_PAGE_SIZE, InvalidCursor
+from activities.ports import MAX_PAGE_SIZE, InvalidCursor, StaffSearch
 from api.deps import BookingIdPath, ServiceDep, StaffDep
 from api.errors import ApiError, error_responses
-from api.schemas import (
+from api.schemas.admin import (
     AdminBookingOut,
     BookingList,
     BookingSummaryOut,
-    FieldError,
     StaffNote,
     StaffReset,
 )
-from passage.bookings import BookingRecord, BookingService, CommandResult, UpdateOutcome
+from api.schemas.errors import FieldError
+from api.service import BookingRecord, BookingService, CommandResult, UpdateOutcome
 from workflows.contracts import CancelBookingRequest, StaffAction
 from workflows.model import BookingStatus, workflow_id_for
 
@@ -113,13 +113,15 @@ async def list_bookings(
     """Newest first, from the ledger; follow `next_cursor` for more."""
     try:
         summaries, next_cursor = await service.search(
-            status=status,
-            email=email,
-            created_from=created_from,
-            created_to=created_to,
-            supplier=supplier,
-            limit=limit,
-            cursor=cursor,
+            StaffSearch(
+                status=status,
+                email=email,
+                created_from=created_from,
+                created_to=created_to,
+                supplier=supplier,
+                limit=limit,
+                cursor=cursor,
+            )
         )
     except InvalidCursor as err:
         raise ApiError(

@@ -13,8 +13,8 @@ from api.deps import (
     enforce_rate_limits,
 )
 from api.errors import error_responses
-from api.schemas import BookingAccepted, BookingCreate, BookingOut, PriceDecisionIn
-from passage.bookings import UpdateOutcome
+from api.schemas.bookings import BookingAccepted, BookingCreate, BookingOut, PriceDecisionIn
+from api.service import UpdateOutcome
 from workflows.contracts import CancelBookingRequest, PriceDecision
 
 #: Every checkout endpoint is rate limited per client and per booking (api/rate_limits.py).

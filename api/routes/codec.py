@@ -18,7 +18,7 @@ from temporalio.api.common.v1 import Payload
 from api.codec_access import CodecCallerDep
 from api.deps import CodecDep
 from api.errors import ApiError, error_responses
-from api.schemas import CodecPayloads
+from api.schemas.codec import CodecPayloads
 
 router = APIRouter(prefix="/codec", tags=["codec"])
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from api.deps import StateDep
 from api.errors import ApiError, error_responses
-from api.schemas import Health, Readiness
+from api.schemas.health import Health, Readiness
 
 router = APIRouter(tags=["health"])
 

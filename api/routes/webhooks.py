@@ -11,8 +11,8 @@ from fastapi import APIRouter, Header, Request
 
 from api.deps import ServiceDep, SettingsDep
 from api.errors import ApiError, error_responses
-from api.schemas import WebhookReceipt
-from passage.bookings import WebhookOutcome
+from api.schemas.webhooks import WebhookReceipt
+from api.service import WebhookOutcome
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 

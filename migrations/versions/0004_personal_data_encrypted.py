@@ -28,13 +28,13 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import context, op
 
-from activities.adapters.sql_store import (
-    TravellerRecord,
+from activities.adapters.sql_personal_data import (
     open_customer,
     open_traveller,
     seal_customer,
     seal_traveller,
 )
+from activities.ports import TravellerRecord
 from passage.codec import LedgerCipher
 
 revision: str = "0004"

@@ -22,7 +22,8 @@ from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.adapters.sql_store import SqlBookingStore, make_engine
+from activities.adapters.sql_engine import make_engine
+from activities.adapters.sql_store import SqlBookingStore
 from passage import migrate as migrations
 from passage import replay as replays
 from passage.checker import Violation, check

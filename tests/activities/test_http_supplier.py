@@ -60,7 +60,6 @@ async def test_quote_hold_confirm_cancel(
     assert quote.cancellation == CancellationTerms(
         refundable=True, free_until="2020-01-01T00:00:00+00:00", fee_bps=1_000, cancellable=True
     )
-    assert quote.hold_ttl_seconds == 1800
 
     hold = await supplier.hold(hold_input("bk_a", quantity=2))
     assert hold.price == quote.price

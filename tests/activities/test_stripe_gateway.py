@@ -16,8 +16,8 @@ from temporalio.testing import ActivityEnvironment
 from activities.adapters.stripe_gateway import StripePaymentGateway
 from activities.errors import BusinessError, TransientError
 from activities.payments import PaymentActivities
-from passage.settings import Environment, Settings
 from tests.support.stripe import CARD_3DS, CARD_DECLINED, CARD_OK, StripeHarness
+from worker import make_stripe_gateway
 from workflows import contracts
 from workflows.contracts import ErrorType
 from workflows.model import Money
@@ -257,13 +257,7 @@ def stripe_answering(status: int) -> Iterator[_StripeDownServer]:
 
 
 def _gateway_on(api_base: str) -> StripePaymentGateway:
-    return StripePaymentGateway.from_settings(
-        Settings(
-            env=Environment.DEVELOPMENT,
-            stripe_api_base=api_base,
-            stripe_api_key="sk_test_passage",
-        )
-    )
+    return make_stripe_gateway("sk_test_passage", api_base)
 
 
 async def test_an_unreachable_stripe_is_transient_payment_unavailable() -> None:

@@ -25,10 +25,10 @@ from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.adapters.sql_store import SqlBookingStore, make_engine
+from activities.adapters.sql_engine import make_engine
+from activities.adapters.sql_store import SqlBookingStore
 from api.app import create_app
 from bench.engine import payment_intent_event
-from passage.bookings import MEMO_ACCESS_TOKEN_HASH, MEMO_REQUEST_HASH, MEMO_VIEW
 from passage.codec import LedgerCipher
 from passage.webhook_events import SqlProcessedWebhookEvents
 from tests.support.api import client_on, running_api
@@ -39,6 +39,7 @@ from tests.support.stack import Engine
 from tests.support.stripe import CARD_3DS, CARD_OK, StripeHarness
 from workflows import search
 from workflows.contracts import BookingView, PaymentEvent
+from workflows.memo import MEMO_ACCESS_TOKEN_HASH, MEMO_REQUEST_HASH, MEMO_VIEW
 from workflows.model import Money
 
 FLIGHT = "fl-aurora-cdg-jfk"  # aurora-air, fee 1000 bps, free period over

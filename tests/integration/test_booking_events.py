@@ -25,7 +25,8 @@ from fastapi import FastAPI
 from sse_starlette import ServerSentEvent
 from temporalio.client import Client
 
-from activities.adapters.sql_store import SqlBookingStore, make_engine
+from activities.adapters.sql_engine import make_engine
+from activities.adapters.sql_store import SqlBookingStore
 from api.app import create_app
 from api.deps import ApiState
 from api.events import (
@@ -34,8 +35,8 @@ from api.events import (
     PostgresChangeListener,
     booking_events,
 )
+from api.service import BookingService
 from bench.engine import booking_body
-from passage.bookings import BookingService
 from passage.codec import LedgerCipher
 from tests.support.api import served_over_tcp
 from tests.support.bookings import FLIGHT, HOTEL, offer

@@ -23,7 +23,8 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from activities.adapters.sql_store import SqlBookingStore, make_engine
+from activities.adapters.sql_engine import make_engine
+from activities.adapters.sql_store import SqlBookingStore
 from passage.checker import check
 from passage.codec import LedgerCipher
 from passage.collector import CheckSources, TemporalEngineViews, collect

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from activities.adapters.sql_store import SqlBookingStore, make_engine
+from activities.adapters.sql_engine import make_engine
+from activities.adapters.sql_store import SqlBookingStore
 from passage.checker import Violation, check
 from passage.cli.engine import run_check
 from passage.cli.output import Output

@@ -15,15 +15,16 @@ from sqlalchemy import Engine, MetaData, String, select, text
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.adapters.sql_store import (
+from activities.adapters.sql_engine import make_engine
+from activities.adapters.sql_rows import LedgerError
+from activities.adapters.sql_store import SqlBookingStore
+from activities.ports import (
     MAX_PAGE_SIZE,
     BookingSummary,
     InvalidCursor,
-    LedgerError,
     PersonalData,
-    SqlBookingStore,
+    StaffSearch,
     TravellerRecord,
-    make_engine,
 )
 from activities.records import RecordActivities
 from passage import migrate
@@ -88,7 +89,7 @@ async def test_held_price_fees_absorbed_and_the_attention_item_round_trip(
     await store.record(dataclasses.replace(snapshot, view=interrupted))
 
     assert await store.get_view("bk_held") == interrupted
-    [summary], _ = await store.search()
+    [summary], _ = await store.search(StaffSearch())
     assert summary.attention == interrupted.attention
 
 
@@ -293,7 +294,7 @@ async def searchable(store: SqlBookingStore) -> SqlBookingStore:
 
 
 async def search_all(store: SqlBookingStore, **filters: object) -> list[str]:
-    summaries, cursor = await store.search(**filters, limit=MAX_PAGE_SIZE)  # type: ignore[arg-type]
+    summaries, cursor = await store.search(StaffSearch(**filters, limit=MAX_PAGE_SIZE))  # type: ignore[arg-type]
     assert cursor is None
     return [summary.booking_id for summary in summaries]
 
@@ -356,7 +357,7 @@ async def test_search_by_supplier_and_combined_filters(searchable: SqlBookingSto
 
 
 async def test_summaries_carry_what_staff_pick_a_booking_by(searchable: SqlBookingStore) -> None:
-    summaries, _ = await searchable.search(status="NEEDS_ATTENTION", limit=1)
+    summaries, _ = await searchable.search(StaffSearch(status="NEEDS_ATTENTION", limit=1))
     summary = summaries[0]
 
     assert summary == BookingSummary(
@@ -383,7 +384,7 @@ async def test_cursor_pagination_has_no_duplicates_or_gaps(
     cursor: str | None = None
     pages = 0
     while True:
-        summaries, cursor = await searchable.search(limit=page_size, cursor=cursor)
+        summaries, cursor = await searchable.search(StaffSearch(limit=page_size, cursor=cursor))
         pages += 1
         assert 0 < len(summaries) <= page_size
         seen += [summary.booking_id for summary in summaries]
@@ -397,10 +398,12 @@ async def test_cursor_pagination_has_no_duplicates_or_gaps(
 async def test_pagination_is_stable_while_new_bookings_arrive(
     searchable: SqlBookingStore,
 ) -> None:
-    first, cursor = await searchable.search(limit=4, status="CONFIRMED")
+    first, cursor = await searchable.search(StaffSearch(limit=4, status="CONFIRMED"))
     newer = booking_lifecycle("bk_s99", created_at=DAY_ONE + timedelta(days=30))
     await record_all(searchable, newer)
-    second, cursor = await searchable.search(limit=4, status="CONFIRMED", cursor=cursor)
+    second, cursor = await searchable.search(
+        StaffSearch(limit=4, status="CONFIRMED", cursor=cursor)
+    )
 
     assert [s.booking_id for s in first] == ["bk_s12", "bk_s11", "bk_s10", "bk_s07"]
     assert [s.booking_id for s in second] == ["bk_s06", "bk_s05", "bk_s01"]
@@ -412,13 +415,13 @@ async def test_a_cursor_the_store_did_not_issue_is_refused(
     store: SqlBookingStore, cursor: str
 ) -> None:
     with pytest.raises(InvalidCursor):
-        await store.search(cursor=cursor)
+        await store.search(StaffSearch(cursor=cursor))
 
 
 @pytest.mark.parametrize("limit", [0, -1, MAX_PAGE_SIZE + 1])
 async def test_an_out_of_range_page_size_is_refused(store: SqlBookingStore, limit: int) -> None:
     with pytest.raises(ValueError, match="limit"):
-        await store.search(limit=limit)
+        await store.search(StaffSearch(limit=limit))
 
 
 # --- personal data -------------------------------------------------------------------------------
@@ -483,7 +486,7 @@ async def test_staff_read_the_customer_and_travellers_decrypted(store: SqlBookin
         ),
     )
     assert await store.personal_data("bk_never_recorded") is None
-    summaries, _ = await store.search(email="  ada@EXAMPLE.com ")
+    summaries, _ = await store.search(StaffSearch(email="  ada@EXAMPLE.com "))
     assert [(s.booking_id, s.customer_email) for s in summaries] == [
         ("bk_staff_read", "Ada@Example.com")
     ]
@@ -497,7 +500,7 @@ async def test_the_ledger_needs_its_key_and_fields_do_not_move_between_bookings(
     other_key = SqlBookingStore(ledger_engine, LedgerCipher(new_key()))
 
     # Another key finds no one by e-mail and opens nothing (its key id says so).
-    assert (await other_key.search(email="ada@example.com"))[0] == []
+    assert (await other_key.search(StaffSearch(email="ada@example.com")))[0] == []
     with pytest.raises(ValueError, match="unknown key id"):
         await other_key.personal_data("bk_ada")
     # A field copied onto another booking's row does not open there either.
@@ -715,7 +718,7 @@ async def test_a_row_written_before_the_encryption_is_readable_after_it(
         assert migrate.current(database_url) == "0005"
         store = SqlBookingStore(engine, LedgerCipher(ledger_key))
         assert await store.personal_data("bk_before") == _BEFORE_PERSONAL
-        summaries, _ = await store.search(email="grace.hopper@EXAMPLE.com")
+        summaries, _ = await store.search(StaffSearch(email="grace.hopper@EXAMPLE.com"))
         assert [(s.booking_id, s.customer_name) for s in summaries] == [
             ("bk_before", "Grace Hopper")
         ]

@@ -14,7 +14,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel
 
 import activities.adapters.tables  # noqa: F401  (the models the migrations must build)
-from activities.adapters.sql_store import SqlBookingStore, make_engine
+from activities.adapters.sql_engine import make_engine
+from activities.adapters.sql_store import SqlBookingStore
 from passage import migrate
 from passage.codec import LedgerCipher
 from tests.support.ledger_data import booking_lifecycle

@@ -42,9 +42,10 @@ from schemathesis.specs.openapi.checks import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.adapters.sql_store import SqlBookingStore, make_engine
+from activities.adapters.sql_engine import make_engine
+from activities.adapters.sql_store import SqlBookingStore
 from api.app import create_app
-from passage.bookings import BookingKeys
+from api.identity import BookingKeys
 from passage.codec import LedgerCipher
 from passage.settings import Settings
 from passage.temporal import connect

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.adapters.sql_store import make_engine
+from activities.adapters.sql_engine import make_engine
 from bench.engine import payment_intent_event, signed
 from passage.settings import Environment, Settings
 from passage.webhook_events import SqlProcessedWebhookEvents

@@ -12,7 +12,8 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
-from activities.adapters.sql_store import SqlBookingStore, make_engine
+from activities.adapters.sql_engine import make_engine
+from activities.adapters.sql_store import SqlBookingStore
 from passage.codec import LedgerCipher
 from tests.support.simulator import SimulatorControl
 from tests.support.stack import Engine

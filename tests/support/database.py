@@ -31,7 +31,8 @@ from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
 import activities.adapters.tables  # noqa: F401  (the ledger tables on SQLModel.metadata)
-from activities.adapters.sql_store import SqlBookingStore, make_engine
+from activities.adapters.sql_engine import make_engine
+from activities.adapters.sql_store import SqlBookingStore
 from passage import migrate
 from passage.codec import LedgerCipher, new_key
 

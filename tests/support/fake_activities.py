@@ -176,7 +176,6 @@ class FakeBookingActivities:
             supplier=offer.supplier,
             price=Money(offer.unit_price * request.quantity, self.currency),
             cancellation=offer.cancellation,
-            hold_ttl_seconds=offer.hold_ttl_seconds,
         )
 
     @activity.defn(name=ActivityName.HOLD_ITEM.value)

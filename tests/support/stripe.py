@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from activities.adapters.stripe_gateway import StripePaymentGateway
-from passage.settings import Environment, Settings
+from worker import make_stripe_gateway
 
 STRIPE_TEST_API_KEY = "sk_test_passage"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -197,13 +197,7 @@ async def stripe_harness(stripe_url: str) -> AsyncIterator[StripeHarness]:
 
 @pytest.fixture
 async def stripe_gateway(stripe_url: str) -> AsyncIterator[StripePaymentGateway]:
-    gateway = StripePaymentGateway.from_settings(
-        Settings(
-            env=Environment.DEVELOPMENT,
-            stripe_api_base=stripe_url,
-            stripe_api_key=STRIPE_TEST_API_KEY,
-        )
-    )
+    gateway = make_stripe_gateway(STRIPE_TEST_API_KEY, stripe_url)
     yield gateway
     await gateway.aclose()
 

@@ -1,19 +1,11 @@
 """Booking commands and reads behind the HTTP API: start, find, view, steer, forward webhooks.
 
-Everything here speaks Temporal and the ledger, never HTTP, so the API stays a thin translation
-layer and the CLI or a test can use the same logic.
+Everything here speaks Temporal and the ledger, never HTTP, so the routes stay a thin translation
+layer and a test can drive the same logic without a server (the CLI goes through the HTTP API).
 
-Identity is derived, never stored in clear:
-
-- `booking_id = "bk_" + HMAC(secret, Idempotency-Key)` (96 bits): one key is one booking, and
-  Temporal's workflow id uniqueness (`booking-<booking_id>`, REJECT_DUPLICATE) makes the start
-  atomic, so two concurrent requests with one key can never start two sagas.
-- `access_token = HMAC(secret, booking_id)` (256 bits, urlsafe base64): a repeated request gets
-  the same token back; only its SHA-256 is kept (memo `access_token_hash`, the ledger).
-- `customer_ref = HMAC(customer_ref_key, lower-cased e-mail)`: safe for search attributes.
-
-The canonical request (`request_fingerprint`) is hashed into the memo at start, so a repeat with
-the same key and another body is told apart from a retry.
+A booking's id, access token and request fingerprint are derived (api/identity.py): one
+Idempotency-Key is one booking, and a repeat with the same key and another body is told apart from
+a retry.
 
 Reads of a booking (`read_for_customer`, `read_for_staff`) answer from the ledger, which the
 workflow writes in the very workflow task of every change, before any caller can learn of it: a
@@ -26,13 +18,8 @@ result or the `view` memo.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
-import hashlib
-import hmac
-import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -52,25 +39,33 @@ from temporalio.client import (
     WorkflowUpdateStage,
 )
 from temporalio.common import (
-    TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.adapters.sql_runs import ResetInProgress
-from activities.adapters.sql_store import (
+from activities.ports import (
     BookingSummary,
     LedgerStore,
     PersonalData,
+    ResetInProgress,
+    StaffSearch,
     StoredBooking,
+)
+from api.identity import (
+    BookingKeys,
+    fingerprints_match,
+    is_booking_id,
+    request_fingerprint,
+    token_hash,
+    token_matches,
 )
 from passage.reset import BookingReset, ResetRefused
 from passage.settings import Settings
 from passage.webhook_events import ProcessedWebhookEvents
 from workflows import search
-from workflows.booking import MEMO_VIEW, BookingWorkflow
+from workflows.booking import BookingWorkflow
 from workflows.contracts import (
     BookingView,
     CancelBookingRequest,
@@ -79,6 +74,7 @@ from workflows.contracts import (
     StaffAction,
     TimelineEntry,
 )
+from workflows.memo import MEMO_ACCESS_TOKEN_HASH, MEMO_REQUEST_HASH, MEMO_VIEW
 from workflows.model import (
     BookingItemRequest,
     BookingRequest,
@@ -88,21 +84,9 @@ from workflows.model import (
     workflow_id_for,
 )
 from workflows.operator_view import booking_summary
-from workflows.state import BookingState
-
-#: Memo keys: the view (the workflow keeps it current), and what the API wrote at start.
-MEMO_REQUEST_HASH = "request_hash"
-MEMO_ACCESS_TOKEN_HASH = "access_token_hash"
+from workflows.state import initial_search_attributes, initial_view
 
 log = structlog.get_logger(__name__)
-
-#: What a booking id can look like (ours are `bk_` + 24 hex; tests and tools use other tails).
-BOOKING_ID = re.compile(r"bk_[A-Za-z0-9_-]{1,100}")
-
-
-def is_booking_id(value: str) -> bool:
-    return BOOKING_ID.fullmatch(value) is not None
-
 
 # --- errors --------------------------------------------------------------------------------------
 
@@ -198,50 +182,6 @@ class WebhookOutcome(StrEnum):
     IGNORED = "ignored"
 
 
-# --- identity ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BookingKeys:
-    """The keyed hashes that derive booking ids, access tokens and customer pseudonyms."""
-
-    secret: bytes
-    customer_ref_key: bytes
-
-    def booking_id(self, idempotency_key: str) -> str:
-        digest = _hmac(self.secret, "booking-id", idempotency_key)
-        return "bk_" + digest.hex()[:24]
-
-    def access_token(self, booking_id: str) -> str:
-        digest = _hmac(self.secret, "access-token", booking_id)
-        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
-
-    def customer_ref(self, email: str) -> str:
-        digest = _hmac(self.customer_ref_key, "customer-ref", email.strip().lower())
-        return "cref_" + digest.hex()[:32]
-
-
-def token_hash(token: str) -> str:
-    """What is stored instead of an access token: its SHA-256, hex."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def token_matches(token: str | None, stored_hash: str | None) -> bool:
-    if not token or not stored_hash:
-        return False
-    return hmac.compare_digest(token_hash(token), stored_hash)
-
-
-def request_fingerprint(booking: NewBooking) -> str:
-    """SHA-256 of the canonical JSON of a validated request (field order and spacing ignored)."""
-    canonical = json.dumps(dataclasses.asdict(booking), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _hmac(key: bytes, purpose: str, value: str) -> bytes:
-    return hmac.new(key, f"{purpose}\0{value}".encode(), hashlib.sha256).digest()
-
-
 # --- the service ---------------------------------------------------------------------------------
 
 
@@ -324,7 +264,7 @@ class BookingService:
                 "this Idempotency-Key belongs to an earlier booking that can no longer be compared"
             )
         stored = await description.memo_value(MEMO_REQUEST_HASH, None, type_hint=str)
-        if stored is None or not hmac.compare_digest(stored, fingerprint):
+        if not fingerprints_match(stored, fingerprint):
             raise IdempotencyConflict(
                 "this Idempotency-Key was already used with a different request"
             )
@@ -484,27 +424,9 @@ class BookingService:
             log.warning("ledger read failed: no personal data", error=type(err).__name__)
             return None
 
-    async def search(
-        self,
-        *,
-        status: BookingStatus | None = None,
-        email: str | None = None,
-        created_from: datetime | None = None,
-        created_to: datetime | None = None,
-        supplier: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> tuple[list[BookingSummary], str | None]:
+    async def search(self, query: StaffSearch) -> tuple[list[BookingSummary], str | None]:
         """Staff search over the ledger (raises InvalidCursor / ValueError on bad paging)."""
-        return await self._store.search(
-            status=status,
-            email=email,
-            created_from=created_from,
-            created_to=created_to,
-            supplier=supplier,
-            limit=limit,
-            cursor=cursor,
-        )
+        return await self._store.search(query)
 
     # --- commands --------------------------------------------------------------------------------
 
@@ -686,13 +608,3 @@ def _rejection_reason(err: WorkflowUpdateFailedError) -> str:
     if isinstance(cause, ApplicationError) and cause.message:
         return cause.message
     return str(cause or err)
-
-
-def initial_view(request: BookingRequest) -> BookingView:
-    """The view before the workflow ran: what the memo shows until a worker picks the saga up."""
-    return BookingState.new(request).view(request.created_at)
-
-
-def initial_search_attributes(request: BookingRequest) -> TypedSearchAttributes:
-    """All six search attributes from the first moment, so the UI lists the booking at once."""
-    return BookingState.new(request).search_attributes()
