@@ -20,6 +20,7 @@ import ctypes
 import itertools
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -423,13 +424,32 @@ def port_free(host: str, port: int) -> bool:
         return True
 
 
+#: Where free ports are picked: below the kernel's ephemeral range, so that no outgoing connection
+#: and no `bind(0)` of another program (the Temporal dev server picks its internal ports so) can
+#: take a port between the moment it is picked and the moment its child binds it.
+PICKED_PORTS = range(15000, 32768)
+
+
 def free_ports(host: str, count: int) -> list[int]:
-    """`count` distinct TCP ports free on `host` right now (all held open while picked)."""
-    with contextlib.ExitStack() as held:
-        probes = [held.enter_context(socket.socket()) for _ in range(count)]
-        for probe in probes:
-            probe.bind((host, 0))
-        return [probe.getsockname()[1] for probe in probes]
+    """`count` distinct TCP ports free on `host` right now, outside the ephemeral range."""
+    low, _ = ephemeral_port_range()
+    candidates = range(PICKED_PORTS.start, min(PICKED_PORTS.stop, low))
+    picked: list[int] = []
+    for port in random.sample(candidates, len(candidates)):
+        if port_free(host, port):
+            picked.append(port)
+            if len(picked) == count:
+                return picked
+    raise StartupError(f"no {count} free ports on {host} in {candidates}")
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections and `bind(0)` (Linux's default elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def answers(url: str) -> bool:

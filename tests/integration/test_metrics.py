@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from passage.dev.supervisor import free_ports
 from passage.settings import Settings
 from tests.integration.test_api import HOTEL, checkout, new_key, wait_for
-from tests.support.database import _free_port
 from tests.support.engine_processes import engine_processes
 from tests.support.simulator import SimulatorControl
 from tests.support.stripe import CARD_OK, StripeHarness
@@ -60,7 +60,7 @@ async def test_a_booking_shows_in_the_api_and_worker_metrics(
     stripe_harness: StripeHarness,
     tmp_path: Path,
 ) -> None:
-    worker_metrics = f"127.0.0.1:{_free_port()}"
+    worker_metrics = f"127.0.0.1:{free_ports('127.0.0.1', 1)[0]}"
     async with (
         engine_processes(
             engine_settings, tmp_path, PASSAGE_WORKER_METRICS_ADDRESS=worker_metrics

@@ -5,7 +5,6 @@ state across a restart of their process, even one by SIGKILL; without it they st
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from passage.dev.supervisor import free_ports
 from passage.statefile import StateFile
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -27,9 +27,7 @@ class Service:
 
     def __init__(self, module: str, ready_path: str, log: Path, *extra: str) -> None:
         self.module, self.ready_path, self.log, self.extra = module, ready_path, log, extra
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port: int = probe.getsockname()[1]
+        self.port = free_ports("127.0.0.1", 1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 

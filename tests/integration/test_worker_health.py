@@ -15,7 +15,7 @@ from pathlib import Path
 from temporalio.testing import WorkflowEnvironment
 
 from passage import worker_health
-from tests.support.database import _free_port
+from passage.dev.supervisor import free_ports
 from tests.support.temporal import BIN_DIR
 from workflows import search
 
@@ -38,7 +38,7 @@ async def test_the_probe_follows_the_workers_reach_of_temporal(tmp_path: Path) -
     temporal = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(BIN_DIR / "temporal"), search_attributes=search.ALL
     )
-    port = _free_port()
+    port = free_ports("127.0.0.1", 1)[0]
     url = f"http://127.0.0.1:{port}{worker_health.PATH}"
     environ = {
         **os.environ,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 
 import httpx
@@ -26,6 +25,7 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 from api.app import create_app
+from passage.dev.supervisor import free_ports
 from passage.settings import Settings
 from tests.support.stack import Engine
 
@@ -41,9 +41,7 @@ async def running_api(settings: Settings, client: Client) -> AsyncIterator[httpx
 @contextlib.asynccontextmanager
 async def served_over_tcp(app: FastAPI, log_level: str = "warning") -> AsyncIterator[str]:
     """A real HTTP server on `app`, as `python -m api` serves it; yields its base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_ports("127.0.0.1", 1)[0]
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level=log_level)
     )

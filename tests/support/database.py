@@ -14,7 +14,6 @@ import glob
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -35,6 +34,7 @@ from activities.adapters.sql_engine import make_engine
 from activities.adapters.sql_store import SqlBookingStore
 from passage import migrate
 from passage.codec import LedgerCipher, new_key
+from passage.dev.supervisor import free_ports
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -197,7 +197,7 @@ def _throwaway_cluster(unreachable_url: str) -> Iterator[PostgresServer]:
     root = Path(tempfile.mkdtemp(prefix="passage-pg-"))
     data, log = root / "data", root / "server.log"
     user = _unprivileged_user(root)
-    port = _free_port()
+    port = free_ports("127.0.0.1", 1)[0]
     try:
         _run(user, log, bin_dir / "initdb", "-D", data, "-U", "postgres", "-A", "trust",
              "-E", "UTF8", "--no-sync")  # fmt: skip
@@ -267,9 +267,3 @@ def _unprivileged_user(root: Path) -> str | None:
         "throwaway PostgreSQL cluster; set PASSAGE_TEST_POSTGRES_URL to a running server",
         pytrace=False,
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

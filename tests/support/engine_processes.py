@@ -20,8 +20,8 @@ from pathlib import Path
 
 import httpx
 
+from passage.dev.supervisor import free_ports
 from passage.settings import Settings, variable
-from tests.support.database import _free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: A loaded machine starts a Python process with the Temporal SDK in several seconds.
@@ -60,7 +60,7 @@ async def engine_processes(
     settings: Settings, logs_dir: Path, **overrides: str
 ) -> AsyncIterator[EngineProcesses]:
     """A worker and an API process for `settings` (`overrides`: more PASSAGE_* variables)."""
-    api_port = _free_port()
+    api_port = free_ports("127.0.0.1", 1)[0]
     environ = process_environ(
         settings,
         PASSAGE_TASK_QUEUE=f"passage-processes-{uuid.uuid4().hex[:8]}",

@@ -11,7 +11,6 @@ timeouts, lost answers and concurrent callers behave as they would in `make up`.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,19 +22,14 @@ from typing import Any
 import httpx
 import pytest
 
+from passage.dev.supervisor import free_ports
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_SECONDS = 20.0
 
 #: Drop an idle connection before the server (uvicorn: 5 s) closes it, or a reused one can
 #: meet "Server disconnected" when a test pauses between waves of requests.
 KEEP_ALIVE = httpx.Limits(keepalive_expiry=2.0)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -62,7 +56,7 @@ def simulator_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     Its output goes to `simulator.log` in the session's temporary directory (shown if it fails to
     start), so answers held back by timeout faults and cut at shutdown do not litter the run.
     """
-    port = _free_port()
+    port = free_ports("127.0.0.1", 1)[0]
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("simulator") / "simulator.log"
     with log.open("wb") as output:

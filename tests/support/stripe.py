@@ -15,7 +15,6 @@ The emulator's state lives for the whole session: tests tell their data apart by
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import httpx
 import pytest
 
 from activities.adapters.stripe_gateway import StripePaymentGateway
+from passage.dev.supervisor import free_ports
 from worker import make_stripe_gateway
 
 STRIPE_TEST_API_KEY = "sk_test_passage"
@@ -49,7 +49,7 @@ class StripeEmulatorProcess:
 
 @pytest.fixture(scope="session")
 def stripe_emulator() -> Iterator[StripeEmulatorProcess]:
-    port = _free_port()
+    port = free_ports("127.0.0.1", 1)[0]
     started_at = time.time()
     # An anonymous temporary file (gone when closed) keeps the output for a failed start without
     # a pipe that could fill up and block the emulator.
@@ -200,13 +200,6 @@ async def stripe_gateway(stripe_url: str) -> AsyncIterator[StripePaymentGateway]
     gateway = make_stripe_gateway(STRIPE_TEST_API_KEY, stripe_url)
     yield gateway
     await gateway.aclose()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _wait_until_answering(url: str, process: subprocess.Popen[bytes], output: Any) -> None:

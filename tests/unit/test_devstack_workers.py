@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from passage.dev import devstack
+from passage.dev import devstack, supervisor
 from passage.dev.devstack import DevStack, Endpoints, workers_from_env
 from passage.dev.supervisor import StartupError
 from passage.settings import Environment, Settings
@@ -81,3 +81,15 @@ def test_given_ports_count_up_and_a_taken_one_is_named(tmp_path: Path) -> None:
         launcher(tmp_path, 2, PASSAGE_WORKER_HEALTH_PORT="65535")._plan_workers()
     with pytest.raises(StartupError, match="is not host:port"):
         launcher(tmp_path, 1, PASSAGE_WORKER_METRICS_ADDRESS="9464")._plan_workers()
+
+
+def test_free_ports_are_distinct_free_and_below_the_ephemeral_range() -> None:
+    """A port picked in the ephemeral range can be taken by an outgoing connection or another
+    program's `bind(0)` before the child binds it (seen: worker-2's health port, CI)."""
+    low, _ = supervisor.ephemeral_port_range()
+
+    ports = supervisor.free_ports("127.0.0.1", 40)
+
+    assert len(set(ports)) == 40
+    assert all(supervisor.PICKED_PORTS.start <= port < low for port in ports)
+    assert all(supervisor.port_free("127.0.0.1", port) for port in ports)
