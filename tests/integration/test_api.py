@@ -30,6 +30,7 @@ from activities.adapters.sql_store import SqlBookingStore
 from api.app import create_app
 from bench.engine import payment_intent_event
 from passage.codec import LedgerCipher
+from passage.settings import Settings
 from passage.webhook_events import SqlProcessedWebhookEvents
 from tests.support.api import client_on, running_api
 from tests.support.bookings import live_rows
@@ -129,6 +130,11 @@ async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {within} s: {result!r}")
         await asyncio.sleep(0.1)
+
+
+def idle_settings(engine: Engine) -> Settings:
+    """The engine's settings on a task queue no worker polls: a started workflow never runs."""
+    return engine.settings.model_copy(update={"task_queue": f"passage-idle-{uuid.uuid4().hex[:8]}"})
 
 
 def handle_of(engine: Engine, booking_id: str) -> WorkflowHandle[Any, Any]:
@@ -395,19 +401,37 @@ async def test_reading_a_booking_costs_temporal_and_the_worker_nothing(
     await handle_of(engine_worker, booking["booking_id"]).terminate("test done")
 
 
+async def test_a_booking_read_right_after_post_is_answered_from_the_ledger(
+    engine_worker: Engine, simulator: SimulatorControl, card: str
+) -> None:
+    # No worker polls this queue: the workflow has not run, so only the API wrote the ledger.
+    idle = idle_settings(engine_worker)
+    async with running_api(idle, engine_worker.client) as api:
+        booking = await book(api, await checkout(simulator, card, FLIGHT, HOTEL))
+    no_temporal = NoTemporal()
+    async with running_api(idle, cast(Client, no_temporal)) as api:
+        view = await get_view(api, booking)
+        wrong = await api.get(f"/bookings/{booking['booking_id']}", headers=bearer("nope"))
+    assert no_temporal.used == []
+    assert view["booking_id"] == booking["booking_id"]
+    assert view["status"] == "RECEIVED" and view["timeline"] == []
+    assert [item["status"] for item in view["items"]] == ["PENDING", "PENDING"]
+    assert wrong.status_code == 404
+    await handle_of(engine_worker, booking["booking_id"]).terminate("test done")
+
+
 async def test_a_booking_no_worker_picked_up_is_read_from_the_memo(
     engine_worker: Engine, simulator: SimulatorControl, card: str
 ) -> None:
-    idle = engine_worker.settings.model_copy(
-        update={"task_queue": f"passage-idle-{uuid.uuid4().hex[:8]}"}
-    )
+    idle = idle_settings(engine_worker)
     async with running_api(idle, engine_worker.client) as api:
         body = await checkout(simulator, card, FLIGHT, HOTEL)
         booking = await book(api, body)
         started = time.monotonic()
         view = await get_view(api, booking)
-        # The query gave up (after its 2 s timeout) instead of waiting for a worker that never
-        # comes; the bound is loose because CI machines are shared and slow (8.7 s seen).
+        # Answered by the API's first ledger row (without it, by the memo once the query gave up
+        # after its 2 s timeout) instead of waiting for a worker that never comes; the bound is
+        # loose because CI machines are shared and slow (8.7 s seen).
         assert time.monotonic() - started < 15
     assert view["booking_id"] == booking["booking_id"]
     assert view["status"] == "RECEIVED"
