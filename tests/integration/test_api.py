@@ -14,12 +14,13 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle
@@ -27,7 +28,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.adapters.sql_engine import make_engine
 from activities.adapters.sql_store import SqlBookingStore
+from activities.ports import LedgerStore
 from api.app import create_app
+from api.identity import BookingKeys
+from api.service import BookingService, NewBooking, NewItem, ServiceTimeouts
 from bench.engine import payment_intent_event
 from passage.codec import LedgerCipher
 from passage.settings import Settings
@@ -39,9 +43,9 @@ from tests.support.simulator import SimulatorControl
 from tests.support.stack import Engine
 from tests.support.stripe import CARD_3DS, CARD_OK, StripeHarness
 from workflows import search
-from workflows.contracts import BookingView, PaymentEvent
+from workflows.contracts import BookingView, PaymentEvent, RecordBookingInput
 from workflows.memo import MEMO_ACCESS_TOKEN_HASH, MEMO_REQUEST_HASH, MEMO_VIEW
-from workflows.model import Money
+from workflows.model import Money, Traveller
 
 FLIGHT = "fl-aurora-cdg-jfk"  # aurora-air, fee 1000 bps, free period over
 HOTEL = "ht-meridian-par-2n"  # meridian-stays, free cancellation
@@ -418,6 +422,50 @@ async def test_a_booking_read_right_after_post_is_answered_from_the_ledger(
     assert [item["status"] for item in view["items"]] == ["PENDING", "PENDING"]
     assert wrong.status_code == 404
     await handle_of(engine_worker, booking["booking_id"]).terminate("test done")
+
+
+class LedgerRefusingFirstRows:
+    """The real ledger, except that the API's first-row insert fails (a database hiccup)."""
+
+    def __init__(self, store: SqlBookingStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def record_if_absent(self, snapshot: RecordBookingInput) -> bool:
+        raise OperationalError("INSERT INTO bookings", {}, ConnectionError("connection reset"))
+
+
+async def test_a_failed_first_row_fails_no_post_and_the_memo_answers(
+    engine_worker: Engine, ledger_store: SqlBookingStore
+) -> None:
+    idle = idle_settings(engine_worker)
+    database = make_engine(idle.database_url)
+    service = BookingService(
+        engine_worker.client,
+        cast(LedgerStore, LedgerRefusingFirstRows(ledger_store)),
+        idle,
+        BookingKeys(idle.api_secret.encode(), idle.customer_ref_key.encode()),
+        ServiceTimeouts(query=timedelta(seconds=0.5)),
+        processed_events=SqlProcessedWebhookEvents(database),
+    )
+    booking = NewBooking(
+        customer_email="ada@example.com",
+        customer_name="Ada Lovelace",
+        travellers=(Traveller("Ada", "Lovelace", "1990-12-10", "X1234567"),),
+        items=(NewItem(FLIGHT, 1, Money(120_00, "EUR")),),
+        payment_method="pm_card_visa",
+    )
+
+    started = await service.start(new_key(), booking)
+
+    assert started.created and started.status == "RECEIVED"
+    assert await ledger_store.read(started.booking_id) is None
+    view = await service.read_for_customer(started.booking_id, started.access_token)
+    assert view.booking_id == started.booking_id and view.status == "RECEIVED"
+    await handle_of(engine_worker, started.booking_id).terminate("test done")
+    database.dispose()
 
 
 async def test_a_booking_no_worker_picked_up_is_read_from_the_memo(
