@@ -18,6 +18,10 @@ activities (which arrive more than once and out of order). One transaction per s
    the write, which history may not keep as they are: they wait on the booking row
    (`pending_timeline`, replaced by every newer snapshot) and reads append them to the trail.
 
+Before any of them, the API inserts the booking's first row as it starts the workflow (the memo's
+initial view, version 0: `record_if_absent`), only where the ledger has none; the workflow's
+first snapshot supersedes it by step 1 as it would an empty ledger.
+
 Rows go in with executemany, so each statement is compiled once whatever the row count; how a
 view becomes rows and back is `sql_rows`, the stored form of personal data `sql_personal_data`.
 
