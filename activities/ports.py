@@ -191,6 +191,9 @@ class ResetLedger(Protocol):
 class LedgerStore(BookingStore, ResetLedger, Protocol):
     """BookingStore plus what the API, the CLI and the webhook endpoint read from the ledger."""
 
+    async def record_if_absent(self, snapshot: RecordBookingInput) -> bool:
+        """The API's first row of a booking it started: inserted only if the ledger has none."""
+
     async def read(self, booking_id: str) -> StoredBooking | None: ...
 
     async def get_access_token_hash(self, booking_id: str) -> str | None: ...

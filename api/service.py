@@ -8,9 +8,10 @@ Idempotency-Key is one booking, and a repeat with the same key and another body 
 a retry.
 
 Reads of a booking (`read_for_customer`, `read_for_staff`) answer from the ledger, which the
-workflow writes in the very workflow task of every change, before any caller can learn of it: a
-poll costs one database read and nothing at the worker. Temporal answers only what the ledger
-cannot: a booking not recorded yet, one awaiting 3-D Secure (its client secret is never written to
+workflow writes in the very workflow task of every change, before any caller can learn of it, and
+whose first row the API writes as it starts the workflow: a poll costs one database read and
+nothing at the worker. Temporal answers only what the ledger cannot: a booking not recorded yet
+(that first insert failed), one awaiting 3-D Secure (its client secret is never written to
 the ledger), or a ledger that is down — the live `view` query when a worker polls, else the final
 result or the `view` memo.
 """
@@ -71,6 +72,7 @@ from workflows.contracts import (
     CancelBookingRequest,
     PaymentEvent,
     PriceDecision,
+    RecordBookingInput,
     StaffAction,
     TimelineEntry,
 )
@@ -233,6 +235,7 @@ class BookingService:
             # Temporal already forgot (retention) is never started a second time.
             return await self._repeat(booking_id, access_token, fingerprint)
         request = self._request(booking_id, access_token, booking)
+        view = initial_view(request)
         try:
             await self._client.start_workflow(
                 BookingWorkflow.run,
@@ -245,7 +248,7 @@ class BookingService:
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 memo={
-                    MEMO_VIEW: initial_view(request),
+                    MEMO_VIEW: view,
                     MEMO_REQUEST_HASH: fingerprint,
                     MEMO_ACCESS_TOKEN_HASH: request.access_token_hash,
                 },
@@ -255,7 +258,31 @@ class BookingService:
             )
         except WorkflowAlreadyStartedError:
             return await self._repeat(booking_id, access_token, fingerprint)
+        await self._record_started(request, view)
         return StartedBooking(booking_id, access_token, BookingStatus.RECEIVED, created=True)
+
+    async def _record_started(self, request: BookingRequest, view: BookingView) -> None:
+        """Write the booking's first ledger row, so no read of it needs a workflow query.
+
+        Checkouts read a booking most right after starting it, before a worker has run its
+        first workflow task; without this row every such read asks Temporal (a query that costs
+        the worker, or a describe). The row is the memo's initial view and the access-token
+        hash. It follows the start, so the ledger never holds a booking Temporal does not run: a
+        row written before a start that failed would make the client's retry a "repeat" of a
+        booking that does not exist. It goes in only if the ledger has none: the workflow may
+        have written first, and its own first write supersedes this one
+        (activities/adapters/sql_store.py `record_if_absent`). A crash before it, or a failed
+        insert, costs only the old read path (the workflow records the booking anyway), so the
+        POST does not fail for it; an idempotent repeat is told apart by the memo as before.
+        """
+        try:
+            await self._store.record_if_absent(RecordBookingInput(request, view))
+        except (SQLAlchemyError, ValueError) as err:
+            log.warning(
+                "ledger insert failed: the workflow records the booking",
+                booking_id=request.booking_id,
+                error=type(err).__name__,
+            )
 
     async def _repeat(self, booking_id: str, access_token: str, fingerprint: str) -> StartedBooking:
         description = await self._describe(booking_id)
@@ -350,8 +377,9 @@ class BookingService:
     async def authorize_customer(self, booking_id: str, access_token: str | None) -> None:
         """BookingNotFound (no hint) unless `access_token` is the booking's token.
 
-        The ledger's hash answers when it has the booking; a booking it has not recorded yet (its
-        first workflow task has not run) is checked against the memo (a describe, no query).
+        The ledger's hash answers when it has the booking; a booking it has not recorded yet (the
+        API's first insert failed and no workflow task has run) is checked against the memo (a
+        describe, no query).
         """
         if not access_token or not is_booking_id(booking_id):
             raise BookingNotFound(booking_id)

@@ -18,6 +18,10 @@ activities (which arrive more than once and out of order). One transaction per s
    the write, which history may not keep as they are: they wait on the booking row
    (`pending_timeline`, replaced by every newer snapshot) and reads append them to the trail.
 
+Before any of them, the API inserts the booking's first row as it starts the workflow (the memo's
+initial view, version 0: `record_if_absent`), only where the ledger has none; the workflow's
+first snapshot supersedes it by step 1 as it would an empty ledger.
+
 Rows go in with executemany, so each statement is compiled once whatever the row count; how a
 view becomes rows and back is `sql_rows`, the stored form of personal data `sql_personal_data`.
 
@@ -73,6 +77,7 @@ from activities.ports import (
     StoredBooking,
 )
 from workflows.contracts import BookingView, RecordBookingInput, TimelineEntry
+from workflows.model import BookingRequest
 
 
 class SqlBookingStore:
@@ -109,6 +114,24 @@ class SqlBookingStore:
         (activities/adapters/sql_runs.py). None: the run the ledger holds now.
         """
         await asyncio.to_thread(self._record, snapshot, run_id)
+
+    async def record_if_absent(self, snapshot: RecordBookingInput) -> bool:
+        """Record a booking the ledger does not hold yet; never touch one it holds.
+
+        The API writes the booking's first row as it starts the workflow (`snapshot` is the
+        memo's initial view, version 0, no timeline), so a read of a booking no worker has run
+        yet is answered here rather than by a workflow query. Insert-if-absent keeps the ledger
+        the workflow's: whatever the workflow wrote first (it may win the race) stays, and its
+        own first write (version 1 or more, `recorded_through` 0) supersedes this row through
+        the version guard and writes its items, travellers and timeline exactly as when no row
+        was there. The customer's sealed fields, written by the first insert only, are sealed
+        from the same request the workflow carries. Generation 0 is right: reset rows reference
+        the booking's row, so a booking without one has never been reset.
+
+        Returns:
+            True when this call inserted the booking, False when the ledger had it.
+        """
+        return await asyncio.to_thread(self._record_if_absent, snapshot)
 
     # --- resets (passage/reset.py, around Temporal's reset) --------------------------------------
 
@@ -232,29 +255,57 @@ class SqlBookingStore:
                 return
             snapshot = run.translate(snapshot)
             recorded, committed = snapshot.recorded_through, snapshot.committed_through
-            booking = sql_rows.booking_row(request, snapshot.view, now, committed)
+            view = snapshot.view
+            booking = sql_rows.booking_row(request, view, now, committed)
             booking.customer_ciphertext, booking.customer_email_hash = customer
             booking.run_generation = run.generation
-            view = snapshot.view
             if self._upsert_booking(conn, booking):
-                booking_id = view.booking_id
-                self._replace(
-                    conn, BookingItemRow, "item_id", booking_id, sql_rows.item_rows(request, view)
-                )
-                if travellers is not None:
-                    self._replace(conn, TravellerRow, "position", booking_id, travellers)
-                self._replace(
-                    conn, PaymentRow, "kind", booking_id, sql_rows.payment_rows(view, now)
-                )
-                self._replace(
-                    conn, RefundRow, "reason", booking_id, sql_rows.refund_rows(view, now)
-                )
+                self._replace_facts(conn, request, view, travellers, now)
             self._append_events(conn, view, recorded, committed, now)
-            if self._is_postgres:  # delivered at commit, to listeners only: nearly free
-                conn.execute(
-                    text("SELECT pg_notify(:channel, :booking_id)"),
-                    {"channel": BOOKING_CHANGED_CHANNEL, "booking_id": view.booking_id},
-                )
+            self._notify(conn, view.booking_id)
+
+    def _record_if_absent(self, snapshot: RecordBookingInput) -> bool:
+        request, view = snapshot.request, snapshot.view
+        now = datetime.now(UTC)
+        customer = self._customer_fields(
+            view.booking_id, request.customer_email, request.customer_name
+        )
+        travellers = sql_rows.traveller_rows(request, self._cipher)
+        booking = sql_rows.booking_row(request, view, now, None)
+        booking.customer_ciphertext, booking.customer_email_hash = customer
+        with self._writer.begin() as conn:
+            if not self._insert_booking(conn, booking):
+                return False
+            self._replace_facts(conn, request, view, travellers, now)
+            self._append_events(conn, view, 0, None, now)
+            self._notify(conn, booking.booking_id)
+        return True
+
+    def _replace_facts(
+        self,
+        conn: Connection,
+        request: BookingRequest,
+        view: BookingView,
+        travellers: Sequence[TravellerRow] | None,
+        now: datetime,
+    ) -> None:
+        """Make the booking's items, payments, refunds (and travellers, unless None) the view's."""
+        booking_id = view.booking_id
+        self._replace(
+            conn, BookingItemRow, "item_id", booking_id, sql_rows.item_rows(request, view)
+        )
+        if travellers is not None:
+            self._replace(conn, TravellerRow, "position", booking_id, travellers)
+        self._replace(conn, PaymentRow, "kind", booking_id, sql_rows.payment_rows(view, now))
+        self._replace(conn, RefundRow, "reason", booking_id, sql_rows.refund_rows(view, now))
+
+    def _notify(self, conn: Connection, booking_id: str) -> None:
+        """Tell the API's event streams at commit (PostgreSQL; to listeners only: nearly free)."""
+        if self._is_postgres:
+            conn.execute(
+                text("SELECT pg_notify(:channel, :booking_id)"),
+                {"channel": BOOKING_CHANGED_CHANNEL, "booking_id": booking_id},
+            )
 
     def _seal_customer_fields(self, booking_id: str, email: str, name: str) -> tuple[str, str]:
         """The booking row's `customer_ciphertext` and `customer_email_hash`."""
@@ -287,6 +338,17 @@ class SqlBookingStore:
             ),
         ).returning(table.c.booking_id)
         return conn.execute(upsert).first() is not None
+
+    def _insert_booking(self, conn: Connection, row: BookingRow) -> bool:
+        """Insert the booking unless the ledger has it (whoever wrote it); True when inserted."""
+        table = _table(BookingRow)
+        insert = (
+            self._insert(table)
+            .values(row.model_dump())
+            .on_conflict_do_nothing(index_elements=[table.c.booking_id])
+            .returning(table.c.booking_id)
+        )
+        return conn.execute(insert).first() is not None
 
     def _replace(
         self,

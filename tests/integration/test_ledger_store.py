@@ -24,6 +24,7 @@ from activities.ports import (
     InvalidCursor,
     PersonalData,
     StaffSearch,
+    StoredBooking,
     TravellerRecord,
 )
 from activities.records import RecordActivities
@@ -38,6 +39,7 @@ from tests.support.ledger_data import (
 )
 from workflows.contracts import RecordBookingInput
 from workflows.model import BookingRequest, BookingStatus, Money, PaymentStatus
+from workflows.state import initial_view
 
 DAY_ONE = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 FACT_TABLES = ("bookings", "booking_items", "booking_travellers", "payments", "refunds")
@@ -189,6 +191,57 @@ async def test_an_older_version_arriving_late_never_overwrites_a_newer_one(
 
     assert await store.get_view("bk_late") == newest.view
     assert row_counts(ledger_engine, "bk_late")["payments"] == 2
+
+
+async def test_the_apis_first_row_yields_to_every_write_of_the_workflow(
+    store: SqlBookingStore, ledger_engine: Engine
+) -> None:
+    first, *later = booking_lifecycle("bk_first_row", created_at=DAY_ONE, ending="confirmed")
+    request = first.request
+    started = RecordBookingInput(request, initial_view(request))
+
+    # The API's row, written as it starts the workflow: the memo's view, read by the token.
+    assert await store.record_if_absent(started) is True
+    assert await store.read("bk_first_row") == StoredBooking(
+        started.view, request.access_token_hash
+    )
+    assert await store.record_if_absent(started) is False
+
+    # The workflow's first write lands everything, as if the API had written nothing.
+    await store.record(first)
+    assert await store.get_view("bk_first_row") == first.view
+    assert row_counts(ledger_engine, "bk_first_row") == {
+        "bookings": 1,
+        "booking_items": 3,
+        "booking_travellers": 2,
+        "payments": 0,
+        "refunds": 0,
+        "booking_events": len(first.view.timeline),
+    }
+    assert await store.personal_data("bk_first_row") == PersonalData(
+        customer_email=request.customer_email,
+        customer_name=request.customer_name,
+        travellers=tuple(
+            TravellerRecord(t.first_name, t.last_name, t.birth_date, t.document_number[-4:])
+            for t in request.travellers
+        ),
+    )
+    await record_all(store, later)
+    assert await store.get_view("bk_first_row") == later[-1].view
+
+
+async def test_the_apis_first_row_never_overwrites_what_the_workflow_wrote(
+    store: SqlBookingStore, ledger_engine: Engine
+) -> None:
+    snapshots = booking_lifecycle("bk_raced", created_at=DAY_ONE, ending="cancelled")
+    request = snapshots[0].request
+    await record_all(store, snapshots)
+    counts = row_counts(ledger_engine, "bk_raced")
+
+    assert await store.record_if_absent(RecordBookingInput(request, initial_view(request))) is False
+
+    assert await store.get_view("bk_raced") == snapshots[-1].view
+    assert row_counts(ledger_engine, "bk_raced") == counts
 
 
 async def test_snapshots_in_any_order_and_repeated_end_at_the_newest(
