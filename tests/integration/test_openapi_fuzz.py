@@ -46,9 +46,11 @@ from activities.adapters.sql_engine import make_engine
 from activities.adapters.sql_store import SqlBookingStore
 from api.app import create_app
 from api.identity import BookingKeys
+from passage import migrate
 from passage.codec import LedgerCipher
 from passage.settings import Settings
 from passage.temporal import connect
+from tests.support.database import PostgresServer
 from worker import booking_worker
 from workflows.model import workflow_id_for
 
@@ -79,10 +81,20 @@ def api_schema(fuzz_settings: Settings) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def linked_settings(engine_settings: Settings) -> Settings:
-    return engine_settings.model_copy(
-        update={"task_queue": f"passage-linked-{uuid.uuid4().hex[:8]}"}
-    )
+def linked_settings(
+    engine_settings: Settings, postgres_server: PostgresServer
+) -> Iterator[Settings]:
+    """A task queue and a ledger of its own: the staff search finds only this test's bookings.
+
+    The session's ledger also holds bookings of other tests (the API records each booking as it
+    starts it), whose workflows no worker runs any more: a command to one, reached through the
+    search, waits for a worker and answers 503, as it should.
+    """
+    with postgres_server.database() as url:
+        migrate.upgrade(url)
+        yield engine_settings.model_copy(
+            update={"task_queue": f"passage-linked-{uuid.uuid4().hex[:8]}", "database_url": url}
+        )
 
 
 @pytest.fixture(scope="module")
