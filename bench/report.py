@@ -73,6 +73,10 @@ def table(results: Json) -> str:
     row("latency p50 Passage / peer", lambda k: _x(ratios[f"passage_over_peer_latency_p50_{k}"]))
     row("POST /bookings p50 / p99 ms", lambda k: _ms(passage(k)["post_ms"], "p50", "p99"))
     row("GET /bookings/{id} p50 / p99 ms", lambda k: _ms(passage(k)["get_ms"], "p50", "p99"))
+    row(
+        "of which the first, right after the POST, p50 / p99 ms",
+        lambda k: _ms(passage(k)["first_get_ms"], "p50", "p99"),
+    )
     row("webhook p50 / p99 ms", lambda k: _ms(passage(k)["webhook_ms"], "p50", "p99"))
     row(
         "activities / workflow tasks per booking: Passage",

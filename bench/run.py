@@ -262,6 +262,8 @@ async def passage_figures(
         "latency_ms": latency_ms([run.latency_seconds for run in confirmed if run.latency_seconds]),
         "post_ms": latency_ms([run.post_seconds for run in runs if run.post_seconds is not None]),
         "get_ms": latency_ms(gets),
+        # The page's first read, right after the POST: the one the API's first ledger row serves.
+        "first_get_ms": latency_ms([run.get_seconds[0] for run in runs if run.get_seconds]),
         "gets_per_booking": round(len(gets) / max(len(runs), 1), 1),
         "history": history,
     }

@@ -21,7 +21,7 @@ GROWTH = (1, 11)
 OPEN = 5
 
 PHASE = {"bookings", "confirmed", "throughput_per_s", "latency_ms", "cpu_seconds_per_booking"}
-PASSAGE = PHASE | {"post_ms", "get_ms", "webhook_ms", "history"}
+PASSAGE = PHASE | {"post_ms", "get_ms", "first_get_ms", "webhook_ms", "history"}
 FLOOR = PHASE | {"history"}
 QUANTILES = ("p50", "p95", "p99")
 
