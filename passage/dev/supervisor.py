@@ -15,6 +15,7 @@ ready).
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import ctypes
 import itertools
@@ -81,7 +82,7 @@ class Service:
     batch: str = ""
 
 
-class Supervisor:
+class Supervisor(abc.ABC):
     """Starts the services in order, waits for each, supervises them, stops them all.
 
     Args:
@@ -105,9 +106,9 @@ class Supervisor:
         """Get ready to start the children (after leftovers are stopped); their environment."""
         return dict(os.environ)
 
+    @abc.abstractmethod
     def _plan(self, env: dict[str, str]) -> list[Service]:
         """The children in start order; each may rely on the ones before it."""
-        raise NotImplementedError
 
     def _announce(self, env: Mapping[str, str]) -> None:
         """Say that everything is ready."""
