@@ -1,5 +1,7 @@
 """Supplier activities: quote, hold, confirm, release and cancel one booking item.
 
+Quote, hold and confirm also come as one activity for every item of a step (activities/batches.py).
+
 Each activity is one call through the `SupplierClient` port. Refusals leave as non-retryable
 ApplicationErrors typed by cause (SOLD_OUT, HOLD_EXPIRED, ...) so the saga can decide; transport
 trouble leaves as retryable SUPPLIER_UNAVAILABLE so Temporal retries with the same client reference.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import structlog
 from temporalio import activity
 
+from activities.batches import BatchedItemActivities
 from activities.errors import application_errors
 from activities.ports import SupplierClient
 from workflows.contracts import (
@@ -28,7 +31,7 @@ from workflows.contracts import (
 )
 
 
-class SupplierActivities:
+class SupplierActivities(BatchedItemActivities):
     """The supplier activities, bound to one `SupplierClient` by the worker's composition root."""
 
     def __init__(self, client: SupplierClient) -> None:

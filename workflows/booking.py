@@ -17,16 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 from workflows import calls, operator_view
 from workflows.contracts import (
+    ActivityName,
     AttentionView,
     AuthorizePaymentInput,
     BookingError,
@@ -79,6 +81,9 @@ UNCANCELLABLE_LAST_PATCH = "uncancellable-last"
 #: Bookings hit by a bug since this patch fail their workflow task instead of being undone, so the
 #: release that fixes the bug resumes them (docs/upgrades.md); older histories replay the old way.
 BUGS_FAIL_THE_TASK_PATCH = "bugs-fail-the-task"
+#: Bookings started since this patch make each item step's first call for all its items in one
+#: activity (workflows/calls.py BatchSpec); older histories replay item by item.
+BATCHED_ITEMS_PATCH = "batched-items"
 CANCELS = (ErrorType.CANCELLED_BY_CUSTOMER, ErrorType.CANCELLED_BY_STAFF, ErrorType.STOPPED)
 CONFIRMATION_STATUSES = (BookingStatus.CONFIRMING, BookingStatus.CAPTURING)
 
@@ -113,14 +118,30 @@ class OperatorCommand:
     action: StaffAction
 
 
+@dataclass
+class OpenBatch:
+    """The item calls of one step joining one batch activity (see BookingWorkflow._in_batch)."""
+
+    spec: calls.BatchSpec[Any, Any]
+    args: list[Any] = field(default_factory=list)
+    summaries: list[str] = field(default_factory=list)
+    started: asyncio.Future[workflow.ActivityHandle[list[calls.Outcome[Any]]] | None] | None = None
+    cancel_requested: bool = False
+
+
+def _typed_error(error_type: str, message: str) -> BookingError:
+    """A booking error from a failure's type; a type not ours stays named in the message."""
+    typed = ErrorType(error_type)
+    if typed != error_type:
+        return BookingError(type=typed, message=f"{error_type}: {message}")
+    return BookingError(type=typed, message=message)
+
+
 def _error_of(err: BaseException, default: ErrorType) -> BookingError:
     """The booking error behind an activity failure (its typed cause, or `default`)."""
     cause = err.cause if isinstance(err, ActivityError) else err
     if isinstance(cause, ApplicationError) and cause.type:
-        error_type = ErrorType(cause.type)
-        if error_type != cause.type:  # not one of ours: keep the exception's name in the message
-            return BookingError(type=error_type, message=f"{cause.type}: {cause.message}")
-        return BookingError(type=error_type, message=cause.message)
+        return _typed_error(cause.type, cause.message)
     if isinstance(cause, TemporalTimeoutError):
         return BookingError(type=default, message="timed out")
     return BookingError(type=default, message=str(cause or err))
@@ -160,6 +181,8 @@ class BookingWorkflow:
         self._records: list[workflow.ActivityHandle[None]] = []
         self._published_status: BookingStatus | None = resumed.status if resumed else None
         self._lean = False
+        self._batching = False
+        self._open_batches: dict[ActivityName, OpenBatch] = {}
         self._publisher: asyncio.Future[None] | None = None
         #: Lean publishing: a change not published yet, and a publication in flight.
         self._unpublished = False
@@ -178,6 +201,7 @@ class BookingWorkflow:
         self._lean = workflow.patched(LEAN_HISTORY_PATCH)
         if self._lean:
             self._publisher = asyncio.ensure_future(self._publish_changes())
+            self._batching = workflow.patched(BATCHED_ITEMS_PATCH)
         resumed = self._confirmed
         if not self._state.created_at:
             self._state.created_at = self._now()
@@ -526,15 +550,19 @@ class BookingWorkflow:
         *,
         schedule_to_close: timedelta | None = None,
         summary: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> T:
         """Race a forward step against the stop reason; a stopped step still lands first.
 
         Returns the step's result even when the stop won meanwhile (the caller records it, so its
         undo sees it); raises SagaStoppedError when the step was cancelled by the stop, and
-        SagaFailedError when it failed for good.
+        SagaFailedError when it failed for good. An item step of several items goes in one batch.
         """
+        batch = calls.BATCHES.get(spec.name) if self._batching and retry is None else None
+        if batch is not None:
+            return await self._in_batch(batch, spec, arg, summary or spec.name.value)
         handle = calls.start_forward(
-            spec, arg, schedule_to_close=schedule_to_close, summary=summary
+            spec, arg, schedule_to_close=schedule_to_close, summary=summary, retry=retry
         )
         await workflow.wait_condition(lambda: handle.done() or self._stopping())
         if not handle.done():
@@ -554,6 +582,72 @@ class BookingWorkflow:
             if not self._stopping():
                 raise  # the worker is evicting this workflow: not ours to handle
             raise SagaStoppedError() from None  # cancelled before it was scheduled
+
+    async def _in_batch(
+        self,
+        batch_spec: calls.BatchSpec[InputT, T],
+        spec: calls.ActivitySpec[InputT, T],
+        arg: InputT,
+        summary: str,
+    ) -> T:
+        """`_forward` for one item of a step whose items call together (calls.BatchSpec).
+
+        The same race and the same answers per item: a landed batch answers every item even when
+        the stop won meanwhile; an item refused for good fails; an item whose call failed
+        retryably, or whose batch failed as a whole, goes on alone with the attempts left.
+        """
+        batch = self._open_batches.get(spec.name)
+        if batch is None:
+            batch = self._open_batches[spec.name] = OpenBatch(batch_spec)
+            batch.started = asyncio.ensure_future(self._start_batch(batch))
+        index = len(batch.args)
+        batch.args.append(arg)
+        batch.summaries.append(summary)
+        assert batch.started is not None
+        handle = await batch.started
+        if handle is None:  # the step's only item: its own activity, as before batches
+            return await self._forward(spec, arg, summary=summary, retry=spec.retry)
+        await workflow.wait_condition(lambda: handle.done() or self._stopping())
+        if not handle.done() and not batch.cancel_requested:
+            batch.cancel_requested = True
+            handle.cancel()
+        try:
+            outcome = (await handle)[index]
+        except (ActivityError, asyncio.CancelledError) as err:
+            if self._stopping():
+                raise SagaStoppedError() from err
+            if isinstance(err, asyncio.CancelledError):
+                raise  # the worker is evicting this workflow: not ours to handle
+            workflow.logger.warning("batch failed: its items go on alone")
+            return await self._alone_after_batch(spec, arg, summary)
+        if outcome.failure is None:
+            result: T | None = outcome.result
+            assert result is not None
+            return result
+        if not outcome.failure.retryable:
+            raise SagaFailedError(_typed_error(outcome.failure.type, outcome.failure.message))
+        return await self._alone_after_batch(spec, arg, summary)
+
+    async def _start_batch(
+        self, batch: OpenBatch
+    ) -> workflow.ActivityHandle[list[calls.Outcome[Any]]] | None:
+        await asyncio.sleep(0)  # no timer: the step's other items join in this same activation
+        del self._open_batches[batch.spec.item.name]
+        if len(batch.args) == 1:
+            return None
+        return calls.start_batch(batch.spec, batch.args, "; ".join(batch.summaries))
+
+    async def _alone_after_batch(
+        self, spec: calls.ActivitySpec[InputT, T], arg: InputT, summary: str
+    ) -> T:
+        """Retry one item on its own after its batch attempt, first pausing as Temporal would."""
+        pause = spec.retry.initial_interval or timedelta(seconds=1)
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                self._stopping, timeout=pause, timeout_summary=f"{summary}: retry alone"
+            )
+        self._raise_if_stopped()
+        return await self._forward(spec, arg, summary=summary, retry=calls.retry_alone(spec))
 
     # --- stopping --------------------------------------------------------------------------------
 

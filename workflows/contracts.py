@@ -76,6 +76,10 @@ class ActivityName(StrEnum):
     CAPTURE_PAYMENT = "capture_payment"
     REFUND_PAYMENT = "refund_payment"
     RECORD_BOOKING = "record_booking"
+    #: One call per step for every item of a booking (workflows/calls.py BATCHES).
+    QUOTE_ITEMS = "quote_items"
+    HOLD_ITEMS = "hold_items"
+    CONFIRM_ITEMS = "confirm_items"
 
 
 def client_ref(booking_id: str, item_id: str, operation: str) -> str:
@@ -136,6 +140,39 @@ class ConfirmItemInput:
 class ItemConfirmation:
     supplier_ref: str
     confirmation_code: str
+
+
+@dataclass(frozen=True)
+class StepFailure:
+    """One item's failed call in a batch: what that item's own activity would have raised."""
+
+    type: str
+    message: str
+    retryable: bool
+
+
+@dataclass(frozen=True)
+class QuoteOutcome:
+    """One item's answer in a `quote_items` batch: its quote, or why it has none."""
+
+    result: ItemQuote | None = None
+    failure: StepFailure | None = None
+
+
+@dataclass(frozen=True)
+class HoldOutcome:
+    """One item's answer in a `hold_items` batch."""
+
+    result: ItemHold | None = None
+    failure: StepFailure | None = None
+
+
+@dataclass(frozen=True)
+class ConfirmOutcome:
+    """One item's answer in a `confirm_items` batch."""
+
+    result: ItemConfirmation | None = None
+    failure: StepFailure | None = None
 
 
 @dataclass(frozen=True)

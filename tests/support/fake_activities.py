@@ -19,6 +19,7 @@ from datetime import timedelta
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.batches import BatchedItemActivities
 from workflows.contracts import (
     ActivityName,
     AuthorizePaymentInput,
@@ -92,8 +93,11 @@ class FakeWorld:
 
 
 @dataclass
-class FakeBookingActivities:
-    """In-memory suppliers and payment provider with a call log and per-call scripts."""
+class FakeBookingActivities(BatchedItemActivities):
+    """In-memory suppliers and payment provider with a call log and per-call scripts.
+
+    The batch activities (`quote_items`, ...) are the real ones, run over these fakes item by item.
+    """
 
     currency: str = "EUR"
     offers: dict[str, Offer] = field(default_factory=dict)
@@ -127,6 +131,9 @@ class FakeBookingActivities:
             self.confirm_item,
             self.release_item_if_present,
             self.cancel_item_if_confirmed,
+            self.quote_items,
+            self.hold_items,
+            self.confirm_items,
             self.authorize_payment,
             self.get_payment,
             self.void_payment_if_present,

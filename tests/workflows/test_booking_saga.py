@@ -94,6 +94,12 @@ class Saga:
         return await self.wait_for(lambda view: view.status == status)
 
 
+async def _until(condition: Callable[[], bool]) -> None:
+    """Poll a fake's state (what it holds is plain data, with no event to wait on)."""
+    while not condition():  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+
+
 @asynccontextmanager
 async def run_saga(
     env: WorkflowEnvironment, fake: FakeBookingActivities, request: BookingRequest
@@ -216,6 +222,55 @@ async def test_a_failing_step_is_compensated_in_reverse(
     elif "VOID" in undo:
         assert final.payment.status == PaymentStatus.VOIDED
     assert "CAPTURE" not in fake.calls or failing == "CAPTURE"
+
+
+async def test_the_items_of_a_step_make_their_calls_in_one_activity(
+    time_skipping_env: WorkflowEnvironment, fake: FakeBookingActivities
+) -> None:
+    """Fewer round trips through Temporal: one quote, one hold and one confirm activity for both
+    items (both free to cancel, so one confirmation group), each item still answered apart."""
+    async with run_saga(time_skipping_env, fake, booking_request()) as saga:
+        final = await saga.handle.result()
+        history = await saga.handle.fetch_history()
+    scheduled = [
+        event.activity_task_scheduled_event_attributes
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert [a.activity_type.name for a in scheduled] == [
+        "quote_items", "hold_items", "authorize_payment", "confirm_items", "capture_payment",
+    ]  # fmt: skip
+    assert [len(a.input.payloads) for a in scheduled] == [1] * 5  # a batch is one list argument
+    assert sorted(fake.calls) == sorted(
+        ["QUOTE it_1", "QUOTE it_2", "HOLD it_1", "HOLD it_2", "AUTHORIZE",
+         "CONFIRM it_1", "CONFIRM it_2", "CAPTURE"]
+    )  # fmt: skip
+    booking = final.booking_id
+    assert [item.hold_ref for item in final.items] == [f"H-{booking}-it_1", f"H-{booking}-it_2"]
+    assert [item.supplier_ref for item in final.items] == ["B-it_1", "B-it_2"]
+    assert len(history.events) <= 60
+
+
+async def test_an_item_that_fails_in_its_batch_is_retried_alone_with_the_attempts_left(
+    time_skipping_env: WorkflowEnvironment, fake: FakeBookingActivities
+) -> None:
+    fake.script["HOLD it_2"] = [TRANSIENT] * 10
+    async with run_saga(time_skipping_env, fake, booking_request()) as saga:
+        final = await saga.handle.result()
+        history = await saga.handle.fetch_history()
+    # Five tries in all, as for a hold of its own: the batch's, then four alone.
+    assert fake.attempts["HOLD it_2"] == 5
+    assert fake.attempts["HOLD it_1"] == 1  # it_1 held in the batch is not asked again
+    assert final.status == BookingStatus.FAILED
+    assert final.error is not None and final.error.type == "SUPPLIER_UNAVAILABLE"
+    assert sorted(fake.undo_calls()) == ["RELEASE it_1", "RELEASE it_2"]
+    alone = [
+        event.activity_task_scheduled_event_attributes
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and event.activity_task_scheduled_event_attributes.activity_type.name == "hold_item"
+    ]
+    assert [a.retry_policy.maximum_attempts for a in alone] == [4]
 
 
 async def test_transient_errors_in_forward_steps_are_retried(
@@ -352,7 +407,8 @@ async def test_a_stop_request_while_holding_releases_everything(
     fake.script["HOLD it_2"] = [BLOCK]
     async with run_saga(time_skipping_env, fake, booking_request()) as saga:
         await asyncio.wait_for(fake.started["HOLD it_2"].wait(), 20)
-        await saga.wait_for(lambda v: v.items[0].status == ItemStatus.HELD)
+        # it_1 is held at the supplier (the saga learns it with it_2's answer: one batch).
+        await asyncio.wait_for(_until(lambda: fake.world.holds.get("it_1") == "active"), 20)
         await saga.handle.cancel()
         await asyncio.sleep(0.3)
         assert fake.undo_calls() == []  # the undo waits for the hold in flight to end
@@ -540,6 +596,12 @@ async def test_a_booking_writes_no_snapshot_into_its_history(
         event.event_type == EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED
         for event in history.events
     )
-    markers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
-    assert len(markers) >= 5  # the patch, then a ledger write per workflow task with a change
-    assert len(fake.snapshots) == len(markers) - 1
+    markers = [
+        event.marker_recorded_event_attributes.marker_name
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    ]
+    writes = [name for name in markers if name == "core_local_activity"]
+    assert len(writes) >= 4  # a ledger write per workflow task with a change
+    assert len(writes) + markers.count("core_patch") == len(markers)
+    assert len(fake.snapshots) == len(writes)
