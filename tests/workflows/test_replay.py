@@ -3,7 +3,8 @@
 Committed histories live in tests/histories/; `PASSAGE_RECORD_HISTORIES=1` rewrites them from the
 scenarios below (do that only for a change that is meant to be compatible). A change behind
 `workflow.patched` keeps the histories written before it in a folder named after the patch
-(tests/histories/before-lean-history/, before-uncancellable-last/), and they replay forever.
+(tests/histories/before-lean-history/, before-uncancellable-last/, before-batched-items/), and they
+replay forever.
 """
 
 from __future__ import annotations
