@@ -38,12 +38,24 @@ import base64
 import binascii
 import functools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, and_, delete, exists, or_, select, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Executable,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col
 from sqlmodel import select as sqlmodel_select
@@ -96,6 +108,8 @@ class SqlBookingStore:
         self._customer_fields = functools.lru_cache(maxsize=4096)(self._seal_customer_fields)
         self._writer = for_writing(engine)
         self._is_postgres = engine.dialect.name == "postgresql"
+        #: The write path's statements, built once (building them was a third of a write's CPU).
+        self._statements: dict[tuple[Any, ...], Executable] = {}
         # One snapshot per read on PostgreSQL, so a view never mixes two versions of a booking
         # (SQLite's WAL read transactions are snapshots already).
         self._reader = (
@@ -311,11 +325,24 @@ class SqlBookingStore:
         """The booking row's `customer_ciphertext` and `customer_email_hash`."""
         return seal_customer(self._cipher, booking_id, email, name), self._cipher.email_hash(email)
 
+    def _statement(self, key: tuple[Any, ...], build: Callable[[], Executable]) -> Executable:
+        """`build()`'s statement, built once per key (values go in as execute parameters)."""
+        statement = self._statements.get(key)
+        if statement is None:
+            statement = self._statements[key] = build()
+        return statement
+
     def _upsert_booking(self, conn: Connection, row: BookingRow) -> bool:
         """Insert or update the booking if this version is newer; True when it was written."""
-        table = _table(BookingRow)
         values = row.model_dump()
-        insert = self._insert(table).values(values)
+        upsert = self._statement(
+            ("upsert booking", *values), lambda: self._booking_upsert(tuple(values))
+        )
+        return conn.execute(upsert, values).first() is not None
+
+    def _booking_upsert(self, names: tuple[str, ...]) -> Executable:
+        table = _table(BookingRow)
+        insert = self._insert(table)
         # The customer never changes: their sealed fields are written by the first insert only.
         immutable = {
             "booking_id",
@@ -324,9 +351,9 @@ class SqlBookingStore:
             "customer_ciphertext",
             "customer_email_hash",
         }
-        upsert = insert.on_conflict_do_update(
+        return insert.on_conflict_do_update(
             index_elements=[table.c.booking_id],
-            set_={name: insert.excluded[name] for name in values if name not in immutable},
+            set_={name: insert.excluded[name] for name in names if name not in immutable},
             # A newer run generation (a reset) wins whatever its version; within one, the newest
             # version (or the same one again) does.
             where=or_(
@@ -337,7 +364,6 @@ class SqlBookingStore:
                 ),
             ),
         ).returning(table.c.booking_id)
-        return conn.execute(upsert).first() is not None
 
     def _insert_booking(self, conn: Connection, row: BookingRow) -> bool:
         """Insert the booking unless the ledger has it (whoever wrote it); True when inserted."""
@@ -362,18 +388,26 @@ class SqlBookingStore:
         table = _table(model)
         values = [row.model_dump() for row in rows]
         if values:
-            stmt = self._insert(table)
-            primary_key = {"booking_id", key}
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[table.c.booking_id, table.c[key]],
-                set_={name: stmt.excluded[name] for name in values[0] if name not in primary_key},
+            names = tuple(values[0])
+            upsert = self._statement(
+                ("upsert", table.name, key, *names), lambda: self._row_upsert(table, key, names)
             )
-            conn.execute(stmt, values)
-        conn.execute(
-            delete(table).where(
-                table.c.booking_id == booking_id,
-                table.c[key].not_in([value[key] for value in values]),
-            )
+            conn.execute(upsert, values)
+        prune = self._statement(
+            ("prune", table.name, key),
+            lambda: delete(table).where(
+                table.c.booking_id == bindparam("of_booking"),
+                table.c[key].not_in(bindparam("kept", expanding=True)),
+            ),
+        )
+        conn.execute(prune, {"of_booking": booking_id, "kept": [value[key] for value in values]})
+
+    def _row_upsert(self, table: Table, key: str, names: tuple[str, ...]) -> Executable:
+        insert = self._insert(table)
+        primary_key = {"booking_id", key}
+        return insert.on_conflict_do_update(
+            index_elements=[table.c.booking_id, table.c[key]],
+            set_={name: insert.excluded[name] for name in names if name not in primary_key},
         )
 
     def _append_events(
@@ -389,10 +423,13 @@ class SqlBookingStore:
             return
         table = _table(BookingEventRow)
         values = [sql_rows.event_row(view.booking_id, entry, now).model_dump() for entry in entries]
-        stmt = self._insert(table).on_conflict_do_nothing(
-            index_elements=[table.c.booking_id, table.c.seq]
+        insert = self._statement(
+            ("append events", *values[0]),
+            lambda: self._insert(table).on_conflict_do_nothing(
+                index_elements=[table.c.booking_id, table.c.seq]
+            ),
         )
-        conn.execute(stmt, values)
+        conn.execute(insert, values)
 
     def _mark_webhook_event(self, event_id: str) -> bool:
         table = _table(WebhookEventRow)
