@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -118,17 +118,6 @@ class OperatorCommand:
     action: StaffAction
 
 
-@dataclass
-class OpenBatch:
-    """The item calls of one step joining one batch activity (see BookingWorkflow._in_batch)."""
-
-    spec: calls.BatchSpec[Any, Any]
-    args: list[Any] = field(default_factory=list)
-    summaries: list[str] = field(default_factory=list)
-    started: asyncio.Future[workflow.ActivityHandle[list[calls.Outcome[Any]]] | None] | None = None
-    cancel_requested: bool = False
-
-
 def _typed_error(error_type: str, message: str) -> BookingError:
     """A booking error from a failure's type; a type not ours stays named in the message."""
     typed = ErrorType(error_type)
@@ -182,7 +171,7 @@ class BookingWorkflow:
         self._published_status: BookingStatus | None = resumed.status if resumed else None
         self._lean = False
         self._batching = False
-        self._open_batches: dict[ActivityName, OpenBatch] = {}
+        self._open_batches: dict[ActivityName, calls.OpenBatch] = {}
         self._publisher: asyncio.Future[None] | None = None
         #: Lean publishing: a change not published yet, and a publication in flight.
         self._unpublished = False
@@ -598,7 +587,7 @@ class BookingWorkflow:
         """
         batch = self._open_batches.get(spec.name)
         if batch is None:
-            batch = self._open_batches[spec.name] = OpenBatch(batch_spec)
+            batch = self._open_batches[spec.name] = calls.OpenBatch(batch_spec)
             batch.started = asyncio.ensure_future(self._start_batch(batch))
         index = len(batch.args)
         batch.args.append(arg)
@@ -629,7 +618,7 @@ class BookingWorkflow:
         return await self._alone_after_batch(spec, arg, summary)
 
     async def _start_batch(
-        self, batch: OpenBatch
+        self, batch: calls.OpenBatch
     ) -> workflow.ActivityHandle[list[calls.Outcome[Any]]] | None:
         await asyncio.sleep(0)  # no timer: the step's other items join in this same activation
         del self._open_batches[batch.spec.item.name]

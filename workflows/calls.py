@@ -9,7 +9,8 @@ the error is transient. Forward calls wait for a cancelled attempt to land
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import asyncio
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Generic, Protocol, TypeVar, cast
 
@@ -160,6 +161,23 @@ CONFIRM_ITEMS = BatchSpec[ConfirmItemInput, ItemConfirmation](
 BATCHES: dict[ActivityName, BatchSpec[Any, Any]] = {
     batch.item.name: batch for batch in (QUOTE_ITEMS, HOLD_ITEMS, CONFIRM_ITEMS)
 }
+
+
+@dataclass
+class OpenBatch:
+    """The item calls of one step joining one batch activity (BookingWorkflow._in_batch).
+
+    Here rather than in workflows/booking.py: this module passes through the sandbox, so the
+    class is not created again for every booking (passage/tuning.py).
+    """
+
+    spec: BatchSpec[Any, Any]
+    args: list[Any] = field(default_factory=list)
+    summaries: list[str] = field(default_factory=list)
+    started: asyncio.Future[workflow.ActivityHandle[list[Outcome[Any]]] | None] | None = None
+    cancel_requested: bool = False
+
+
 #: A batch is tried once: what failed in it is retried item by item.
 BATCH_RETRY = RetryPolicy(maximum_attempts=1)
 
