@@ -31,7 +31,7 @@ from passage.codec import LedgerCipher
 from passage.settings import WORKER_NEEDS, Settings
 from passage.temporal import connect, worker_runtime
 from passage.tracing import WORKER_SERVICE, Tracing, tracing_for
-from passage.tuning import WORKER_OPTIONS
+from passage.tuning import WORKER_OPTIONS, cache_sandbox_bytecode
 from workflows.booking import BookingWorkflow
 
 log = structlog.get_logger("passage.worker")
@@ -68,6 +68,7 @@ async def booking_worker(
     `workflows` lets a test run another release of BookingWorkflow (tests/integration/
     test_upgrades.py).
     """
+    cache_sandbox_bytecode(workflows)
     engine = make_engine(settings.database_url)
     gateway = make_stripe_gateway(settings.stripe_api_key, settings.stripe_api_base)
     async with httpx.AsyncClient(

@@ -29,7 +29,7 @@ from temporalio.worker import Worker
 from bench.engine import REPO_ROOT
 from bench.floor_workflow import ACTIVITIES, FloorBooking, FloorWorkflow
 from bench.measure import closed_loop
-from passage.tuning import WORKER_OPTIONS
+from passage.tuning import WORKER_OPTIONS, cache_sandbox_bytecode
 
 #: Printed once the worker polls its task queue.
 READY_MARK = "floor worker started"
@@ -47,6 +47,7 @@ async def serve(address: str, namespace: str, task_queue: str) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    cache_sandbox_bytecode([FloorWorkflow])  # as Passage's worker does
     worker = Worker(
         client,
         task_queue=task_queue,
