@@ -19,13 +19,19 @@ from temporalio.exceptions import ApplicationError
 from workflows.contracts import (
     ActivityName,
     ConfirmItemInput,
+    ConfirmItemsInput,
     ConfirmOutcome,
     HoldItemInput,
+    HoldItemsInput,
     HoldOutcome,
     ItemConfirmation,
+    ItemConfirmations,
     ItemHold,
+    ItemHolds,
     ItemQuote,
+    ItemQuotes,
     QuoteItemInput,
+    QuoteItemsInput,
     QuoteOutcome,
     StepFailure,
 )
@@ -78,13 +84,14 @@ class BatchedItemActivities(abc.ABC):
     async def confirm_item(self, request: ConfirmItemInput) -> ItemConfirmation: ...
 
     @activity.defn(name=ActivityName.QUOTE_ITEMS.value)
-    async def quote_items(self, requests: list[QuoteItemInput]) -> list[QuoteOutcome]:
-        return await each_item(self.quote_item, requests, QuoteOutcome)
+    async def quote_items(self, request: QuoteItemsInput) -> ItemQuotes:
+        return ItemQuotes(tuple(await each_item(self.quote_item, request.items, QuoteOutcome)))
 
     @activity.defn(name=ActivityName.HOLD_ITEMS.value)
-    async def hold_items(self, requests: list[HoldItemInput]) -> list[HoldOutcome]:
-        return await each_item(self.hold_item, requests, HoldOutcome)
+    async def hold_items(self, request: HoldItemsInput) -> ItemHolds:
+        return ItemHolds(tuple(await each_item(self.hold_item, request.items, HoldOutcome)))
 
     @activity.defn(name=ActivityName.CONFIRM_ITEMS.value)
-    async def confirm_items(self, requests: list[ConfirmItemInput]) -> list[ConfirmOutcome]:
-        return await each_item(self.confirm_item, requests, ConfirmOutcome)
+    async def confirm_items(self, request: ConfirmItemsInput) -> ItemConfirmations:
+        outcomes = await each_item(self.confirm_item, request.items, ConfirmOutcome)
+        return ItemConfirmations(tuple(outcomes))

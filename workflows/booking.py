@@ -601,7 +601,7 @@ class BookingWorkflow:
             batch.cancel_requested = True
             handle.cancel()
         try:
-            outcome = (await handle)[index]
+            outcome = (await handle).outcomes[index]
         except (ActivityError, asyncio.CancelledError) as err:
             if self._stopping():
                 raise SagaStoppedError() from err
@@ -619,7 +619,7 @@ class BookingWorkflow:
 
     async def _start_batch(
         self, batch: calls.OpenBatch
-    ) -> workflow.ActivityHandle[list[calls.Outcome[Any]]] | None:
+    ) -> workflow.ActivityHandle[calls.Outcomes[Any]] | None:
         await asyncio.sleep(0)  # no timer: the step's other items join in this same activation
         del self._open_batches[batch.spec.item.name]
         if len(batch.args) == 1:

@@ -10,6 +10,7 @@ the error is transient. Forward calls wait for a cancelled attempt to land
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Generic, Protocol, TypeVar, cast
@@ -23,14 +24,17 @@ from workflows.contracts import (
     CancelItemInput,
     CapturePaymentInput,
     ConfirmItemInput,
-    ConfirmOutcome,
+    ConfirmItemsInput,
     GetPaymentInput,
     HoldItemInput,
-    HoldOutcome,
+    HoldItemsInput,
     ItemCancellation,
     ItemConfirmation,
+    ItemConfirmations,
     ItemHold,
+    ItemHolds,
     ItemQuote,
+    ItemQuotes,
     ItemRelease,
     PaymentAuthorization,
     PaymentCapture,
@@ -38,7 +42,7 @@ from workflows.contracts import (
     PaymentState,
     PaymentVoid,
     QuoteItemInput,
-    QuoteOutcome,
+    QuoteItemsInput,
     RecordBookingInput,
     RefundPaymentInput,
     ReleaseItemInput,
@@ -136,6 +140,13 @@ class Outcome(Protocol[ResultT_co]):
     def failure(self) -> StepFailure | None: ...
 
 
+class Outcomes(Protocol[ResultT_co]):
+    """A batch's result: one outcome per item, in the order of its items."""
+
+    @property
+    def outcomes(self) -> Sequence[Outcome[ResultT_co]]: ...
+
+
 @dataclass(frozen=True)
 class BatchSpec(Generic[InputT, OutputT]):
     """One activity making `item`'s call for every item of a step, each item answered apart.
@@ -147,15 +158,19 @@ class BatchSpec(Generic[InputT, OutputT]):
 
     name: ActivityName
     item: ActivitySpec[InputT, OutputT]
-    outcome_type: type[Any]
+    #: The batch's input (its items, a tuple) and result (`outcomes`, one per item, in order).
+    input_type: type[Any]
+    result_type: type[Any]
 
 
 QUOTE_ITEMS = BatchSpec[QuoteItemInput, ItemQuote](
-    ActivityName.QUOTE_ITEMS, QUOTE_ITEM, QuoteOutcome
+    ActivityName.QUOTE_ITEMS, QUOTE_ITEM, QuoteItemsInput, ItemQuotes
 )
-HOLD_ITEMS = BatchSpec[HoldItemInput, ItemHold](ActivityName.HOLD_ITEMS, HOLD_ITEM, HoldOutcome)
+HOLD_ITEMS = BatchSpec[HoldItemInput, ItemHold](
+    ActivityName.HOLD_ITEMS, HOLD_ITEM, HoldItemsInput, ItemHolds
+)
 CONFIRM_ITEMS = BatchSpec[ConfirmItemInput, ItemConfirmation](
-    ActivityName.CONFIRM_ITEMS, CONFIRM_ITEM, ConfirmOutcome
+    ActivityName.CONFIRM_ITEMS, CONFIRM_ITEM, ConfirmItemsInput, ItemConfirmations
 )
 #: The item steps that go as one batch when a step has more than one item.
 BATCHES: dict[ActivityName, BatchSpec[Any, Any]] = {
@@ -174,7 +189,7 @@ class OpenBatch:
     spec: BatchSpec[Any, Any]
     args: list[Any] = field(default_factory=list)
     summaries: list[str] = field(default_factory=list)
-    started: asyncio.Future[workflow.ActivityHandle[list[Outcome[Any]]] | None] | None = None
+    started: asyncio.Future[workflow.ActivityHandle[Outcomes[Any]] | None] | None = None
     cancel_requested: bool = False
 
 
@@ -214,18 +229,18 @@ def start_forward(
 
 def start_batch(
     spec: BatchSpec[InputT, OutputT], args: list[InputT], summary: str
-) -> workflow.ActivityHandle[list[Outcome[OutputT]]]:
+) -> workflow.ActivityHandle[Outcomes[OutputT]]:
     """Start a forward step for several items at once; cancelled as `start_forward` is."""
     handle = workflow.start_activity(
         spec.name.value,
-        args,
-        result_type=list[spec.outcome_type],  # type: ignore[name-defined]
+        spec.input_type(tuple(args)),
+        result_type=spec.result_type,
         summary=summary,
         start_to_close_timeout=ACTIVITY_TIMEOUT,
         retry_policy=BATCH_RETRY,
         cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     )
-    return cast("workflow.ActivityHandle[list[Outcome[OutputT]]]", handle)
+    return cast("workflow.ActivityHandle[Outcomes[OutputT]]", handle)
 
 
 async def run_undo(

@@ -160,6 +160,18 @@ class QuoteOutcome:
 
 
 @dataclass(frozen=True)
+class QuoteItemsInput:
+    items: tuple[QuoteItemInput, ...]
+
+
+@dataclass(frozen=True)
+class ItemQuotes:
+    """The answers of a `quote_items` batch, in the order of its items."""
+
+    outcomes: tuple[QuoteOutcome, ...]
+
+
+@dataclass(frozen=True)
 class HoldOutcome:
     """One item's answer in a `hold_items` batch."""
 
@@ -168,11 +180,31 @@ class HoldOutcome:
 
 
 @dataclass(frozen=True)
+class HoldItemsInput:
+    items: tuple[HoldItemInput, ...]
+
+
+@dataclass(frozen=True)
+class ItemHolds:
+    outcomes: tuple[HoldOutcome, ...]
+
+
+@dataclass(frozen=True)
 class ConfirmOutcome:
     """One item's answer in a `confirm_items` batch."""
 
     result: ItemConfirmation | None = None
     failure: StepFailure | None = None
+
+
+@dataclass(frozen=True)
+class ConfirmItemsInput:
+    items: tuple[ConfirmItemInput, ...]
+
+
+@dataclass(frozen=True)
+class ItemConfirmations:
+    outcomes: tuple[ConfirmOutcome, ...]
 
 
 @dataclass(frozen=True)
