@@ -240,7 +240,7 @@ async def test_the_items_of_a_step_make_their_calls_in_one_activity(
     assert [a.activity_type.name for a in scheduled] == [
         "quote_items", "hold_items", "authorize_payment", "confirm_items", "capture_payment",
     ]  # fmt: skip
-    assert [len(a.input.payloads) for a in scheduled] == [1] * 5  # a batch is one argument, its items inside
+    assert [len(a.input.payloads) for a in scheduled] == [1] * 5  # one argument, items inside
     assert sorted(fake.calls) == sorted(
         ["QUOTE it_1", "QUOTE it_2", "HOLD it_1", "HOLD it_2", "AUTHORIZE",
          "CONFIRM it_1", "CONFIRM it_2", "CAPTURE"]
